@@ -1,0 +1,3 @@
+from ddcat.cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,248 @@
+"""Run configuration: defaults, YAML files and ``--set key=value`` overrides.
+
+A configuration is a nested dict with the sections below. Every key a file or an override names
+must exist in :data:`DEFAULTS` and have the default's type (ints are accepted where a float is
+expected, ``null`` where the default is ``None``); anything else is a :class:`DdcatError` that
+lists the valid keys.
+"""
+
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from ddcat.errors import DdcatError
+
+# ``None`` defaults accept a value of any of the listed types (see _NULLABLE).
+DEFAULTS: dict[str, Any] = {
+    "seed": 0,
+    "model": {
+        "arch": "pspnet",  # pspnet | deeplabv3
+        "backbone": "resnet18",  # resnet18 | resnet50 | resnet101
+        "width": 64,  # channels of the first ResNet stage (64 = standard, torchvision-compatible)
+        "deep_stem": False,  # three 3x3 stem convs as in the paper's code
+        "output_stride": 8,  # 8 or 16
+        "head_channels": 0,  # 0 = derive from the trunk (512 for PSPNet, 256 for DeepLabv3 at width 64)
+        "dropout": 0.1,
+        "pretrained": None,  # path to a torchvision-style ResNet state dict
+    },
+    "data": {
+        "name": "synthetic",  # synthetic | voc | cityscapes | list
+        "root": None,  # data root for list-file datasets
+        "num_classes": 6,
+        "train_list": None,  # list files, relative to root (defaults per dataset)
+        "val_list": None,
+        "image_size": 64,  # synthetic images are image_size x image_size
+        "num_train": 512,
+        "num_val": 64,
+        "scale_min": 0.5,
+        "scale_max": 2.0,
+        "rotate": 10.0,  # degrees, +-
+        "blur": True,
+        "flip": True,
+        "workers": 0,
+    },
+    "train": {
+        "method": "clean",  # clean | sat | ddcat | ddcat-m | ddcat-n
+        "iters": 300,
+        "batch_size": 8,
+        "crop_size": 64,
+        "lr": 0.01,
+        "head_lr_mult": 10.0,
+        "momentum": 0.9,
+        "weight_decay": 1.0e-4,
+        "poly_power": 0.9,
+        "deep_sup_weight": 0.4,
+        "adv_fraction": 0.5,
+        "lambda_main": 1.0,
+        "lambda_aux": 1.0,
+        "lambda_mask": 1.0,
+        "mask_ignore": True,  # ignore label-255 pixels in the mask loss (the paper's code counts them)
+        "save_every": 100,
+        "log_every": 1,
+        "amp": "off",  # off | bf16 | fp16
+        "channels_last": False,
+        "compile": False,
+    },
+    "attack": {  # the attack used during adversarial training
+        "name": "bim",  # bim | pgd | segpgd
+        "eps": 0.03,
+        "alpha": 0.01,
+        "steps": 3,
+    },
+    "eval": {
+        "mode": "whole",  # whole | slide
+        "crop_size": 0,  # sliding-window size (0 = train.crop_size)
+        "stride_rate": 0.6667,
+        "batch_size": 8,
+        "max_images": 0,  # 0 = all
+    },
+}
+
+# Keys whose default is None: the types they accept.
+_NULLABLE: dict[str, tuple[type, ...]] = {
+    "model.pretrained": (str,),
+    "data.root": (str,),
+    "data.train_list": (str,),
+    "data.val_list": (str,),
+}
+
+CHOICES: dict[str, tuple[str, ...]] = {
+    "model.arch": ("pspnet", "deeplabv3"),
+    "model.backbone": ("resnet18", "resnet50", "resnet101"),
+    "data.name": ("synthetic", "voc", "cityscapes", "list"),
+    "train.method": ("clean", "sat", "ddcat", "ddcat-m", "ddcat-n"),
+    "train.amp": ("off", "bf16", "fp16"),
+    "attack.name": ("bim", "pgd", "segpgd"),
+    "eval.mode": ("whole", "slide"),
+}
+
+
+def flat_keys(tree: dict[str, Any] = DEFAULTS, prefix: str = "") -> list[str]:
+    """All dotted keys of a config tree, e.g. ``['seed', 'model.arch', ...]``."""
+    keys: list[str] = []
+    for name, value in tree.items():
+        key = f"{prefix}{name}"
+        if isinstance(value, dict):
+            keys.extend(flat_keys(value, key + "."))
+        else:
+            keys.append(key)
+    return keys
+
+
+def _default_of(key: str) -> Any:
+    node: Any = DEFAULTS
+    for part in key.split("."):
+        node = node[part]
+    return node
+
+
+def _unknown(key: str, where: str) -> DdcatError:
+    return DdcatError(f"unknown config key '{key}'{where}; valid keys: {', '.join(flat_keys())}")
+
+
+def _check_value(key: str, value: Any, where: str) -> Any:
+    default = _default_of(key)
+    if default is None:
+        allowed = _NULLABLE[key]
+        if value is not None and not isinstance(value, allowed):
+            raise DdcatError(f"config key '{key}'{where} must be {allowed[0].__name__} or null, got {value!r}")
+    elif isinstance(default, bool):
+        if not isinstance(value, bool):
+            raise DdcatError(f"config key '{key}'{where} must be true or false, got {value!r}")
+    elif isinstance(default, int):
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise DdcatError(f"config key '{key}'{where} must be an integer, got {value!r}")
+    elif isinstance(default, float):
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise DdcatError(f"config key '{key}'{where} must be a number, got {value!r}")
+        value = float(value)
+    elif isinstance(default, str):
+        if not isinstance(value, str):
+            raise DdcatError(f"config key '{key}'{where} must be a string, got {value!r}")
+    if key in CHOICES and value not in CHOICES[key]:
+        raise DdcatError(f"config key '{key}'{where} must be one of {', '.join(CHOICES[key])}, got {value!r}")
+    return value
+
+
+def _set(cfg: dict[str, Any], key: str, value: Any, where: str) -> None:
+    parts = key.split(".")
+    node: Any = DEFAULTS
+    target = cfg
+    for i, part in enumerate(parts):
+        if not isinstance(node, dict) or part not in node:
+            raise _unknown(key, where)
+        node = node[part]
+        if i < len(parts) - 1:
+            target = target[part]
+    if isinstance(node, dict):
+        if not isinstance(value, dict):
+            raise DdcatError(f"config key '{key}'{where} is a section; give one of its keys")
+        for sub, subvalue in value.items():
+            _set(cfg, f"{key}.{sub}", subvalue, where)
+        return
+    target[parts[-1]] = _check_value(key, value, where)
+
+
+def merge(cfg: dict[str, Any], overrides: dict[str, Any], where: str = "") -> dict[str, Any]:
+    """A copy of ``cfg`` with the nested ``overrides`` applied and checked."""
+    out = copy.deepcopy(cfg)
+    if not isinstance(overrides, dict):
+        raise DdcatError(f"config{where} must be a mapping of sections, got {type(overrides).__name__}")
+    for key, value in overrides.items():
+        _set(out, str(key), value, where)
+    return out
+
+
+def parse_override(text: str) -> tuple[str, Any]:
+    """``'train.lr=0.02'`` -> ``('train.lr', 0.02)``; the value is read as YAML."""
+    if "=" not in text:
+        raise DdcatError(f"--set expects key=value, got '{text}'")
+    key, raw = text.split("=", 1)
+    try:
+        value = yaml.safe_load(raw) if raw != "" else ""
+    except yaml.YAMLError:
+        value = raw
+    return key.strip(), value
+
+
+def load_yaml(path: str | Path) -> dict[str, Any]:
+    path = Path(path)
+    if not path.is_file():
+        raise DdcatError(f"config file not found: {path}")
+    try:
+        data = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as exc:
+        first = str(exc).splitlines()[0] if str(exc) else "invalid YAML"
+        raise DdcatError(f"config file {path} is not valid YAML: {first}") from None
+    return data or {}
+
+
+def load_config(path: str | Path | None = None, sets: list[str] | tuple[str, ...] = ()) -> dict[str, Any]:
+    """Defaults, then the YAML file (if any), then ``--set`` overrides, all validated."""
+    cfg = copy.deepcopy(DEFAULTS)
+    if path is not None:
+        cfg = merge(cfg, load_yaml(path), where=f" in {path}")
+    for text in sets:
+        key, value = parse_override(text)
+        _set(cfg, key, value, where=" (--set)")
+    validate(cfg)
+    return cfg
+
+
+def apply_sets(cfg: dict[str, Any], sets: list[str] | tuple[str, ...]) -> dict[str, Any]:
+    out = copy.deepcopy(cfg)
+    for text in sets:
+        key, value = parse_override(text)
+        _set(out, key, value, where=" (--set)")
+    validate(out)
+    return out
+
+
+def validate(cfg: dict[str, Any]) -> None:
+    """Cross-key checks that a per-key type check cannot make."""
+    t, a, d = cfg["train"], cfg["attack"], cfg["data"]
+    if not 0.0 <= t["adv_fraction"] <= 1.0:
+        raise DdcatError(f"config key 'train.adv_fraction' must lie in [0, 1], got {t['adv_fraction']}")
+    for key in ("iters", "batch_size", "crop_size", "save_every", "log_every"):
+        if t[key] <= 0:
+            raise DdcatError(f"config key 'train.{key}' must be positive, got {t[key]}")
+    if t["lr"] <= 0:
+        raise DdcatError(f"config key 'train.lr' must be positive, got {t['lr']}")
+    if a["eps"] < 0:
+        raise DdcatError(f"config key 'attack.eps' must be >= 0, got {a['eps']}")
+    if a["alpha"] <= 0:
+        raise DdcatError(f"config key 'attack.alpha' must be > 0, got {a['alpha']}")
+    if a["steps"] < 0:
+        raise DdcatError(f"config key 'attack.steps' must be >= 0, got {a['steps']}")
+    if d["num_classes"] < 2:
+        raise DdcatError(f"config key 'data.num_classes' must be at least 2, got {d['num_classes']}")
+    if cfg["model"]["output_stride"] not in (8, 16, 32):
+        raise DdcatError(f"config key 'model.output_stride' must be 8, 16 or 32, got {cfg['model']['output_stride']}")
+
+
+def dump(cfg: dict[str, Any]) -> str:
+    return yaml.safe_dump(cfg, sort_keys=False)

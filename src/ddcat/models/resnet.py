@@ -1,0 +1,173 @@
+"""ResNet-18/50/101 trunks for segmentation.
+
+Parameter names follow torchvision's ResNet (``conv1``, ``bn1``, ``layer1.0.conv1``, ...,
+``layer4.2.downsample.0``) so that an ImageNet state dict saved from torchvision loads directly
+(see :func:`load_pretrained`). Two options from the segmentation literature:
+
+- ``deep_stem``: the stem is three 3x3 convolutions (``conv1``/``bn1``, ``conv2``/``bn2``,
+  ``conv3``/``bn3``; 32-32-64 channels at width 64) as in the paper's code, instead of one 7x7;
+- ``output_stride`` 8 or 16: the last one or two stages keep their resolution and use dilated
+  convolutions instead (layer3 dilation 2 and layer4 dilation 4 at stride 8).
+
+``width`` scales every stage (64 is the standard network); small widths make the tiny models of
+the test suite.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from ddcat.errors import DdcatError
+
+
+def conv3x3(cin: int, cout: int, stride: int = 1, dilation: int = 1) -> nn.Conv2d:
+    return nn.Conv2d(cin, cout, 3, stride=stride, padding=dilation, dilation=dilation, bias=False)
+
+
+def conv1x1(cin: int, cout: int, stride: int = 1) -> nn.Conv2d:
+    return nn.Conv2d(cin, cout, 1, stride=stride, bias=False)
+
+
+class BasicBlock(nn.Module):
+    expansion = 1
+
+    def __init__(self, cin: int, planes: int, stride: int = 1, dilation: int = 1, downsample: nn.Module | None = None):
+        super().__init__()
+        self.conv1 = conv3x3(cin, planes, stride, dilation)
+        self.bn1 = nn.BatchNorm2d(planes)
+        self.relu = nn.ReLU(inplace=True)
+        self.conv2 = conv3x3(planes, planes, 1, dilation)
+        self.bn2 = nn.BatchNorm2d(planes)
+        self.downsample = downsample
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        identity = x if self.downsample is None else self.downsample(x)
+        out = self.relu(self.bn1(self.conv1(x)))
+        out = self.bn2(self.conv2(out))
+        return self.relu(out + identity)
+
+
+class Bottleneck(nn.Module):
+    expansion = 4
+
+    def __init__(self, cin: int, planes: int, stride: int = 1, dilation: int = 1, downsample: nn.Module | None = None):
+        super().__init__()
+        self.conv1 = conv1x1(cin, planes)
+        self.bn1 = nn.BatchNorm2d(planes)
+        self.conv2 = conv3x3(planes, planes, stride, dilation)  # stride on the 3x3, as torchvision
+        self.bn2 = nn.BatchNorm2d(planes)
+        self.conv3 = conv1x1(planes, planes * 4)
+        self.bn3 = nn.BatchNorm2d(planes * 4)
+        self.relu = nn.ReLU(inplace=True)
+        self.downsample = downsample
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        identity = x if self.downsample is None else self.downsample(x)
+        out = self.relu(self.bn1(self.conv1(x)))
+        out = self.relu(self.bn2(self.conv2(out)))
+        out = self.bn3(self.conv3(out))
+        return self.relu(out + identity)
+
+
+SPECS: dict[str, tuple[type[nn.Module], list[int]]] = {
+    "resnet18": (BasicBlock, [2, 2, 2, 2]),
+    "resnet50": (Bottleneck, [3, 4, 6, 3]),
+    "resnet101": (Bottleneck, [3, 4, 23, 3]),
+}
+
+
+class ResNet(nn.Module):
+    """A ResNet without the classifier; :meth:`forward` returns the layer3 and layer4 maps."""
+
+    def __init__(self, depth: str = "resnet50", width: int = 64, deep_stem: bool = False, output_stride: int = 8):
+        super().__init__()
+        if depth not in SPECS:
+            raise DdcatError(f"unknown backbone '{depth}'; valid: {', '.join(SPECS)}")
+        if output_stride not in (8, 16, 32):
+            raise DdcatError(f"output_stride must be 8, 16 or 32, got {output_stride}")
+        block, layers = SPECS[depth]
+        self.deep_stem = deep_stem
+        self.relu = nn.ReLU(inplace=True)
+        if deep_stem:
+            half = width // 2
+            self.conv1 = conv3x3(3, half, stride=2)
+            self.bn1 = nn.BatchNorm2d(half)
+            self.conv2 = conv3x3(half, half)
+            self.bn2 = nn.BatchNorm2d(half)
+            self.conv3 = conv3x3(half, width)
+            self.bn3 = nn.BatchNorm2d(width)
+        else:
+            self.conv1 = nn.Conv2d(3, width, 7, stride=2, padding=3, bias=False)
+            self.bn1 = nn.BatchNorm2d(width)
+        self.maxpool = nn.MaxPool2d(3, stride=2, padding=1)
+        dilate3 = output_stride == 8
+        dilate4 = output_stride in (8, 16)
+        self._cin, self._dilation = width, 1
+        self.layer1 = self._make_layer(block, width, layers[0])
+        self.layer2 = self._make_layer(block, width * 2, layers[1], stride=2)
+        self.layer3 = self._make_layer(block, width * 4, layers[2], stride=2, dilate=dilate3)
+        self.layer4 = self._make_layer(block, width * 8, layers[3], stride=2, dilate=dilate4)
+        self.channels3 = width * 4 * block.expansion
+        self.channels4 = width * 8 * block.expansion
+        for m in self.modules():
+            if isinstance(m, nn.Conv2d):
+                nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
+            elif isinstance(m, nn.BatchNorm2d):
+                nn.init.ones_(m.weight)
+                nn.init.zeros_(m.bias)
+
+    def _make_layer(self, block: type[nn.Module], planes: int, blocks: int, stride: int = 1, dilate: bool = False) -> nn.Sequential:
+        previous_dilation = self._dilation
+        if dilate:
+            self._dilation *= stride
+            stride = 1
+        downsample = None
+        if stride != 1 or self._cin != planes * block.expansion:
+            downsample = nn.Sequential(conv1x1(self._cin, planes * block.expansion, stride), nn.BatchNorm2d(planes * block.expansion))
+        layers = [block(self._cin, planes, stride, previous_dilation, downsample)]
+        self._cin = planes * block.expansion
+        layers += [block(self._cin, planes, 1, self._dilation) for _ in range(1, blocks)]
+        return nn.Sequential(*layers)
+
+    def stem(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.relu(self.bn1(self.conv1(x)))
+        if self.deep_stem:
+            x = self.relu(self.bn2(self.conv2(x)))
+            x = self.relu(self.bn3(self.conv3(x)))
+        return self.maxpool(x)
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        x = self.layer2(self.layer1(self.stem(x)))
+        c3 = self.layer3(x)
+        return c3, self.layer4(c3)
+
+
+def load_pretrained(resnet: ResNet, path: str | Path) -> None:
+    """Load an ImageNet state dict saved from a torchvision ResNet (``fc.*`` is ignored).
+
+    Every key of the trunk must be present with the same shape; otherwise the error names the
+    first key that is missing or differs (e.g. a deep-stem trunk with a 7x7-stem file).
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise DdcatError(f"pretrained weights not found: {path}")
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # noqa: BLE001 - any unpickling failure is a bad file
+        raise DdcatError(f"cannot read pretrained weights {path}: {type(exc).__name__}") from None
+    if isinstance(state, dict) and "state_dict" in state and isinstance(state["state_dict"], dict):
+        state = state["state_dict"]
+    if not isinstance(state, dict):
+        raise DdcatError(f"pretrained weights {path} do not hold a state dict")
+    own = resnet.state_dict()
+    for key, value in own.items():
+        if key not in state:
+            raise DdcatError(f"pretrained weights {path} lack key '{key}' (deep_stem/width/backbone mismatch?)")
+        if tuple(state[key].shape) != tuple(value.shape):
+            raise DdcatError(
+                f"pretrained weights {path}: key '{key}' has shape {tuple(state[key].shape)}, model expects {tuple(value.shape)}"
+            )
+    resnet.load_state_dict({k: state[k] for k in own}, strict=True)

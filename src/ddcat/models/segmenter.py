@@ -1,0 +1,115 @@
+"""The segmentation network: normalization, ResNet trunk, shared context module, heads.
+
+Heads (all produce logits at input resolution):
+
+- ``main``      f_n, K classes; the only head used at inference;
+- ``auxiliary`` f_a, K classes, same structure as f_n (DDC-AT only);
+- ``mask``      f_m, 2 classes: 1 = send the pixel to f_a (DDC-AT only);
+- ``deep_sup``  the deep-supervision head on layer3 (training only, loss weight 0.4).
+
+In eval mode ``model(x)`` returns the main logits (N, K, H, W) and computes no other head; in
+train mode it returns a dict with every head the model has. ``model(x, heads=(...))`` computes
+exactly the listed heads in either mode and returns a dict.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Iterable
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ddcat.models.heads import ASPP, ClassifierHead, PyramidPooling
+from ddcat.models.resnet import ResNet
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+DDC_HEADS = ("auxiliary", "mask")
+
+
+class Segmenter(nn.Module):
+    def __init__(
+        self,
+        arch: str,
+        backbone: str,
+        num_classes: int,
+        ddc: bool = False,
+        width: int = 64,
+        deep_stem: bool = False,
+        output_stride: int = 8,
+        head_channels: int = 0,
+        dropout: float = 0.1,
+    ):
+        super().__init__()
+        self.arch, self.num_classes, self.ddc = arch, num_classes, ddc
+        self.register_buffer("mean", torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1), persistent=False)
+        self.register_buffer("std", torch.tensor(IMAGENET_STD).view(1, 3, 1, 1), persistent=False)
+        self.backbone = ResNet(backbone, width=width, deep_stem=deep_stem, output_stride=output_stride)
+        c3, c4 = self.backbone.channels3, self.backbone.channels4
+        scale = width / 64
+        if arch == "pspnet":
+            self.context = PyramidPooling(c4)
+            mid, kernel = head_channels or max(8, int(512 * scale)), 3
+        elif arch == "deeplabv3":
+            self.context = ASPP(c4, max(8, int(256 * scale)))
+            mid, kernel = head_channels or max(8, int(256 * scale)), 1
+        else:
+            raise ValueError(f"unknown arch {arch!r}")
+        cin = self.context.out_channels
+        heads = {"main": ClassifierHead(cin, mid, num_classes, kernel, dropout)}
+        if ddc:
+            heads["auxiliary"] = ClassifierHead(cin, mid, num_classes, kernel, dropout)
+            heads["mask"] = ClassifierHead(cin, mid, 2, kernel, dropout)
+        heads["deep_sup"] = ClassifierHead(c3, max(8, int(256 * scale)), num_classes, 3, dropout)
+        self.heads = nn.ModuleDict(heads)
+
+    @property
+    def head_names(self) -> tuple[str, ...]:
+        return tuple(self.heads.keys())
+
+    def new_parameters(self) -> Iterable[nn.Parameter]:
+        """Parameters that are not part of the (possibly ImageNet-initialised) trunk: 10x lr."""
+        yield from self.context.parameters()
+        yield from self.heads.parameters()
+
+    def forward(self, x: torch.Tensor, heads: Iterable[str] | None = None) -> torch.Tensor | dict[str, torch.Tensor]:
+        if heads is None and not self.training:
+            return self.forward_heads(x, ("main",))["main"]
+        return self.forward_heads(x, self.head_names if heads is None else tuple(heads))
+
+    def forward_heads(self, x: torch.Tensor, heads: tuple[str, ...]) -> dict[str, torch.Tensor]:
+        size = x.shape[-2:]
+        c3, c4 = self.backbone((x - self.mean) / self.std)
+        out: dict[str, torch.Tensor] = {}
+        context = self.context(c4) if any(h != "deep_sup" for h in heads) else None
+        for name in heads:
+            if name not in self.heads:
+                raise KeyError(f"model has no head {name!r}; it has {', '.join(self.heads)}")
+            feats = c3 if name == "deep_sup" else context
+            out[name] = F.interpolate(self.heads[name](feats), size, mode="bilinear", align_corners=False)
+        return out
+
+
+def build_model(arch: str, backbone: str, num_classes: int, ddc: bool = False, **options: Any) -> Segmenter:
+    """Build PSPNet or DeepLabv3 on a ResNet trunk; ``ddc=True`` adds DDC-AT's f_a and f_m heads.
+
+    Options: ``width`` (64), ``deep_stem`` (False), ``output_stride`` (8), ``head_channels`` (0 =
+    derived), ``dropout`` (0.1), ``pretrained`` (path to a torchvision ResNet state dict).
+    """
+    from ddcat.errors import DdcatError
+    from ddcat.models.resnet import SPECS, load_pretrained
+
+    if arch not in ("pspnet", "deeplabv3"):
+        raise DdcatError(f"unknown model.arch '{arch}'; valid: pspnet, deeplabv3")
+    if backbone not in SPECS:
+        raise DdcatError(f"unknown model.backbone '{backbone}'; valid: {', '.join(SPECS)}")
+    pretrained = options.pop("pretrained", None)
+    unknown = set(options) - {"width", "deep_stem", "output_stride", "head_channels", "dropout"}
+    if unknown:
+        raise DdcatError(f"unknown model option(s) {', '.join(sorted(unknown))}")
+    model = Segmenter(arch, backbone, num_classes, ddc=ddc, **options)
+    if pretrained:
+        load_pretrained(model.backbone, pretrained)
+    return model

@@ -1,0 +1,1 @@
+"""Tables in the paper's layout, plots and the Markdown report."""

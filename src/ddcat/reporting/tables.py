@@ -1,0 +1,49 @@
+"""Tables in the paper's layout: one row per model / method, columns ``clean, 1, ..., 7``."""
+
+from __future__ import annotations
+
+import math
+from typing import Sequence
+
+
+def fmt(value: float | None, digits: int = 3) -> str:
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return "-"
+    return f"{value:.{digits}f}"
+
+
+def mean_std(values: Sequence[float]) -> tuple[float, float]:
+    """Mean and population standard deviation (0 for a single value)."""
+    n = len(values)
+    if n == 0:
+        return float("nan"), float("nan")
+    mean = sum(values) / n
+    return mean, math.sqrt(sum((v - mean) ** 2 for v in values) / n)
+
+
+def text_table(title: str, columns: Sequence[str], rows: Sequence[tuple[str, Sequence[float | None]]], digits: int = 3) -> str:
+    """A plain-text table for the terminal."""
+    head = ["", *columns]
+    body = [[name, *(fmt(v, digits) for v in values)] for name, values in rows]
+    widths = [max(len(r[i]) for r in [head, *body]) for i in range(len(head))]
+    line = lambda cells: "  ".join(c.rjust(w) if i else c.ljust(w) for i, (c, w) in enumerate(zip(cells, widths)))  # noqa: E731
+    out = [title, line(head), line(["-" * w for w in widths])] + [line(r) for r in body]
+    return "\n".join(out)
+
+
+def markdown_table(columns: Sequence[str], rows: Sequence[tuple[str, Sequence[float | None]]], first: str = "", digits: int = 3) -> str:
+    lines = ["| " + " | ".join([first, *columns]) + " |", "|" + "---|" * (len(columns) + 1)]
+    for name, values in rows:
+        lines.append("| " + " | ".join([name, *(fmt(v, digits) for v in values)]) + " |")
+    return "\n".join(lines)
+
+
+def sweep_row(records: Sequence[dict], steps: Sequence[int], metric: str = "mIoU", attack: str = "bim", source: str = "self") -> list[float | None]:
+    """Values for the columns ``clean, steps...`` from evaluation records of one model."""
+    def pick(attack_name: str, n: int) -> float | None:
+        for r in records:
+            if r["attack"] == attack_name and r["steps"] == n and (attack_name == "clean" or r["source"] == source):
+                return r[metric]
+        return None
+
+    return [pick("clean", 0), *(pick(attack, n) for n in steps)]

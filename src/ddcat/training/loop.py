@@ -1,0 +1,200 @@
+"""The one training loop every method shares (Alg. 1 / Alg. 3 outer loop).
+
+    for T in range(start, T_max):
+        load mini-batch D_b (a pure function of seed and T)
+        loss = method.loss(...)        # attack + training forward, method-specific
+        SGD step with poly lr
+        log one JSON line; every save_every iterations and at the end write last.pt atomically
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import random
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.distributed as dist
+from torch import nn
+from tqdm import tqdm
+
+from ddcat.attacks import build_attack
+from ddcat.checkpoint import FORMAT, VERSION, atomic_save, build_from_spec, load_checkpoint, spec_from_config
+from ddcat.data import build_dataset
+from ddcat.distributed import DistContext, barrier, init_distributed
+from ddcat.errors import DdcatError
+from ddcat.runinfo import write_run_files
+from ddcat.training.base import Method, adversarial_split
+from ddcat.training.clean import CleanTraining
+from ddcat.training.ddcat import DivideAndConquerTraining
+from ddcat.training.optim import build_optimizer, set_poly_lr
+from ddcat.training.sampling import EpochIndexed, ResumableBatchSampler, collate, iteration_seed
+from ddcat.training.sat import StandardAdversarialTraining
+
+METHODS = ("clean", "sat", "ddcat", "ddcat-m", "ddcat-n")
+
+
+def build_method(cfg: dict[str, Any]) -> Method:
+    name = cfg["train"]["method"]
+    if name not in METHODS:
+        raise DdcatError(f"unknown method '{name}'; valid: {', '.join(METHODS)}")
+    if name == "clean":
+        return CleanTraining(cfg)
+    a = cfg["attack"]
+    attack = build_attack(a["name"], eps=a["eps"], alpha=a["alpha"], steps=a["steps"])
+    if name == "sat":
+        return StandardAdversarialTraining(cfg, attack)
+    return DivideAndConquerTraining(cfg, attack, division=name)
+
+
+def _rng_state(ctx: DistContext) -> Any:
+    np_state = np.random.get_state()
+    state = {
+        "torch": torch.get_rng_state(),
+        "numpy": [np_state[0], torch.from_numpy(np_state[1].astype(np.int64)), *np_state[2:]],
+        "python": random.getstate(),
+        "cuda": torch.cuda.get_rng_state(ctx.device) if ctx.device.type == "cuda" else None,
+    }
+    if not ctx.enabled:
+        return [state]
+    gathered: list[Any] = [None] * ctx.world
+    dist.all_gather_object(gathered, state)
+    return gathered
+
+
+def _set_rng_state(states: list[Any], ctx: DistContext) -> None:
+    if len(states) != ctx.world:
+        return  # a different world size: the per-iteration reseed below keeps the run deterministic anyway
+    s = states[ctx.rank]
+    torch.set_rng_state(s["torch"])
+    np.random.set_state((s["numpy"][0], s["numpy"][1].numpy().astype(np.uint32), *s["numpy"][2:]))
+    random.setstate(s["python"])
+    if s.get("cuda") is not None and ctx.device.type == "cuda":
+        torch.cuda.set_rng_state(s["cuda"], ctx.device)
+
+
+def save_last(path: Path, payload: dict[str, Any]) -> None:
+    """Atomically replace ``last.pt``, keeping the one before as ``last.prev.pt``."""
+    tmp = path.with_name(path.name + ".new")
+    atomic_save(payload, tmp)
+    if path.exists():
+        os.replace(path, path.with_name("last.prev.pt"))
+    os.replace(tmp, path)
+
+
+def _autocast(cfg: dict[str, Any], device: torch.device):
+    amp = cfg["train"]["amp"]
+    if amp == "off":
+        return contextlib.nullcontext()
+    return torch.autocast(device.type, dtype=torch.bfloat16 if amp == "bf16" else torch.float16)
+
+
+def train(cfg: dict[str, Any], out: str | Path, resume: str | Path | bool = False, device: str | None = None, progress: bool = True) -> Path:
+    """Train as ``cfg`` says; returns the path of ``last.pt``. Rank 0 writes all outputs."""
+    out = Path(out)
+    ctx = init_distributed(device)
+    method = build_method(cfg)
+    t = cfg["train"]
+    local_batch = t["batch_size"] // max(ctx.world, 1)
+    if method.name != "clean":
+        adversarial_split(local_batch, t["adv_fraction"], method.name)  # fail before any work
+
+    spec = spec_from_config(cfg, ddc=method.needs_ddc_heads)
+    ckpt = None
+    if resume:
+        path = out / "last.pt" if resume is True else Path(resume)
+        ckpt = load_checkpoint(path)
+        if ckpt["model_spec"] != spec:
+            raise DdcatError(f"checkpoint {path} was trained with another model ({ckpt['model_spec']}) than the config asks for ({spec})")
+    model = build_from_spec(spec, pretrained=None if ckpt else cfg["model"]["pretrained"]).to(ctx.device)
+    if ctx.enabled and ctx.device.type == "cuda":
+        model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
+    if t["channels_last"]:
+        model = model.to(memory_format=torch.channels_last)
+    optimizer = build_optimizer(model, t)
+    scaler = torch.amp.GradScaler(ctx.device.type, enabled=t["amp"] == "fp16")
+    start = 0
+    if ckpt is not None:
+        model.load_state_dict(ckpt["model"])
+        optimizer.load_state_dict(ckpt["optimizer"])
+        start = int(ckpt["iteration"])
+        _set_rng_state(ckpt["rng"], ctx)
+
+    net: nn.Module = model
+    if ctx.enabled:
+        ids = [ctx.device.index] if ctx.device.type == "cuda" else None
+        net = nn.parallel.DistributedDataParallel(model, device_ids=ids, broadcast_buffers=False)
+    if t["compile"]:
+        net = torch.compile(net)
+
+    dataset = build_dataset(cfg, "train")
+    sampler = ResumableBatchSampler(len(dataset), t["batch_size"], cfg["seed"], start, t["iters"], ctx.rank, ctx.world)
+    workers = cfg["data"]["workers"]
+    loader = torch.utils.data.DataLoader(
+        EpochIndexed(dataset),
+        batch_sampler=sampler,
+        num_workers=workers,
+        collate_fn=collate,
+        pin_memory=ctx.device.type == "cuda",
+        persistent_workers=workers > 0,
+    )
+
+    if ctx.is_main:
+        write_run_files(out, cfg, "train", {"world_size": ctx.world, "device": str(ctx.device), "resumed_from": start})
+    log = open(out / "train_log.jsonl", "a") if ctx.is_main else None
+    bar = tqdm(total=t["iters"], initial=start, desc=f"train {method.name}", disable=not (progress and ctx.is_main), dynamic_ncols=True)
+    last = out / "last.pt"
+    model.train()
+    try:
+        for iteration, (images, labels) in zip(range(start, t["iters"]), loader):
+            seed = iteration_seed(cfg["seed"], iteration, ctx.rank)
+            torch.manual_seed(seed)
+            random.seed(seed)
+            tic = time.perf_counter()
+            images = images.to(ctx.device, non_blocking=True)
+            labels = labels.to(ctx.device, non_blocking=True)
+            if t["channels_last"]:
+                images = images.contiguous(memory_format=torch.channels_last)
+            lr = set_poly_lr(optimizer, t, iteration)
+            with _autocast(cfg, ctx.device):
+                loss, stats = method.loss(net, model, images, labels)
+            if not torch.isfinite(loss):
+                raise DdcatError(f"loss became {loss.item()} at iteration {iteration}; lower train.lr")
+            optimizer.zero_grad(set_to_none=True)
+            scaler.scale(loss).backward()
+            scaler.step(optimizer)
+            scaler.update()
+            done = iteration + 1
+            if log is not None and (done % t["log_every"] == 0 or done == t["iters"]):
+                record = {"iter": done, "lr": lr, "time": time.perf_counter() - tic, **stats}
+                log.write(json.dumps(record) + "\n")
+                log.flush()
+            bar.update(1)
+            bar.set_postfix(loss=f"{stats['loss']:.3f}")
+            if done % t["save_every"] == 0 or done == t["iters"]:
+                rng = _rng_state(ctx)
+                if ctx.is_main:
+                    save_last(last, {
+                        "format": FORMAT,
+                        "version": VERSION,
+                        "model_spec": spec,
+                        "model": model.state_dict(),
+                        "config": cfg,
+                        "optimizer": optimizer.state_dict(),
+                        "scheduler": {"kind": "poly", "iteration": done, "power": t["poly_power"]},
+                        "iteration": done,
+                        "data_position": {"iteration": done, "batches_per_epoch": sampler.per_epoch},
+                        "rng": rng,
+                        "world_size": ctx.world,
+                    })
+                barrier(ctx)
+    finally:
+        bar.close()
+        if log is not None:
+            log.close()
+    return last

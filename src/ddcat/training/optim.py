@@ -1,0 +1,29 @@
+"""SGD with poly decay and a larger learning rate on the new (non-trunk) layers."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+
+from ddcat.models import Segmenter
+from ddcat.training.losses import poly_lr
+
+
+def build_optimizer(model: Segmenter, train_cfg: dict[str, Any]) -> torch.optim.SGD:
+    new = list(model.new_parameters())
+    new_ids = {id(p) for p in new}
+    trunk = [p for p in model.parameters() if id(p) not in new_ids]
+    groups = [
+        {"params": trunk, "lr": train_cfg["lr"], "lr_mult": 1.0},
+        {"params": new, "lr": train_cfg["lr"] * train_cfg["head_lr_mult"], "lr_mult": train_cfg["head_lr_mult"]},
+    ]
+    return torch.optim.SGD(groups, lr=train_cfg["lr"], momentum=train_cfg["momentum"], weight_decay=train_cfg["weight_decay"])
+
+
+def set_poly_lr(optimizer: torch.optim.Optimizer, train_cfg: dict[str, Any], iteration: int) -> float:
+    """Set every group's lr for ``iteration`` (0-based) and return the base lr."""
+    lr = poly_lr(train_cfg["lr"], iteration, train_cfg["iters"], train_cfg["poly_power"])
+    for group in optimizer.param_groups:
+        group["lr"] = lr * group["lr_mult"]
+    return lr
