@@ -42,7 +42,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         sets.append(f"train.method={args.method}")
     cfg = load_config(args.config, sets)
     out = Path(args.out)
-    if (out / "last.pt").exists() and not args.resume:
+    if (out / "last.pt").exists() and args.resume is None:
         raise DdcatError(f"{out} already holds a training run (last.pt); pass --resume to continue it or choose another --out")
     resume: Any = False
     if args.resume is not None:
@@ -80,7 +80,7 @@ def cmd_plot_train(args: argparse.Namespace) -> int:
 def cmd_experiment(args: argparse.Namespace) -> int:
     from ddcat.experiment import run_experiment_file
 
-    run_experiment_file(args.file, Path(args.out), sets=args.set or [], device=args.device, progress=not args.no_progress)
+    run_experiment_file(args.file, Path(args.out), sets=args.set or [], device=args.device, progress=not args.no_progress, quick=args.quick)
     return 0
 
 
@@ -133,6 +133,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("experiment", help="run a grid of (method, model, seed) trainings and evaluations")
     p.add_argument("file")
     p.add_argument("--out", required=True)
+    p.add_argument("--quick", action="store_true", help="apply the file's quick: section (a smoke run)")
     common(p)
     p.set_defaults(fn=cmd_experiment)
 

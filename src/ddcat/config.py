@@ -48,7 +48,8 @@ DEFAULTS: dict[str, Any] = {
     "train": {
         "method": "clean",  # clean | sat | ddcat | ddcat-m | ddcat-n
         "iters": 300,
-        "batch_size": 8,
+        "batch_size": 8,  # global batch, over all processes
+        "accum_steps": 1,  # micro-batches per process and iteration (gradient accumulation)
         "crop_size": 64,
         "lr": 0.01,
         "head_lr_mult": 10.0,
@@ -227,7 +228,7 @@ def validate(cfg: dict[str, Any]) -> None:
     t, a, d = cfg["train"], cfg["attack"], cfg["data"]
     if not 0.0 <= t["adv_fraction"] <= 1.0:
         raise DdcatError(f"config key 'train.adv_fraction' must lie in [0, 1], got {t['adv_fraction']}")
-    for key in ("iters", "batch_size", "crop_size", "save_every", "log_every"):
+    for key in ("iters", "batch_size", "accum_steps", "crop_size", "save_every", "log_every"):
         if t[key] <= 0:
             raise DdcatError(f"config key 'train.{key}' must be positive, got {t[key]}")
     if t["lr"] <= 0:

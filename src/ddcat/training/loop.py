@@ -29,6 +29,7 @@ from ddcat.data import build_dataset
 from ddcat.distributed import DistContext, barrier, init_distributed
 from ddcat.errors import DdcatError
 from ddcat.runinfo import write_run_files
+from ddcat.training import batchnorm as bn
 from ddcat.training.base import Method, adversarial_split
 from ddcat.training.clean import CleanTraining
 from ddcat.training.ddcat import DivideAndConquerTraining
@@ -78,6 +79,14 @@ def _set_rng_state(states: list[Any], ctx: DistContext) -> None:
         torch.cuda.set_rng_state(s["cuda"], ctx.device)
 
 
+def truncate_log(path: Path, iteration: int) -> None:
+    """Drop log lines of iterations after ``iteration`` (work lost by a crash and redone on resume)."""
+    if not path.exists():
+        return
+    keep = [line for line in path.read_text().splitlines() if line.strip() and json.loads(line)["iter"] <= iteration]
+    path.write_text("".join(line + "\n" for line in keep))
+
+
 def save_last(path: Path, payload: dict[str, Any]) -> None:
     """Atomically replace ``last.pt``, keeping the one before as ``last.prev.pt``."""
     tmp = path.with_name(path.name + ".new")
@@ -94,13 +103,52 @@ def _autocast(cfg: dict[str, Any], device: torch.device):
     return torch.autocast(device.type, dtype=torch.bfloat16 if amp == "bf16" else torch.float16)
 
 
+def step_shards(cfg, method: Method, net: nn.Module, model: nn.Module, images, labels, iteration: int, ctx: DistContext, scaler) -> dict[str, float]:
+    """Forward/backward of this process's accum_steps shards; gradients summed as a mean over all shards.
+
+    Shard s = rank * accum_steps + a draws its RNG (dropout, random starts) from
+    (seed, iteration, s), so a run on W processes equals one on 1 process with W x accum_steps.
+    """
+    steps = cfg["train"]["accum_steps"]
+    size = images.shape[0] // steps
+    snap = bn.snapshot(model) if steps > 1 else None
+    results, shard_stats = [], []
+    for a in range(steps):
+        shard = ctx.rank * steps + a
+        seed = iteration_seed(cfg["seed"], iteration, shard)
+        torch.manual_seed(seed)
+        random.seed(seed)
+        if hasattr(method.attack, "seed"):
+            method.attack.seed = seed % (2**31)
+        if snap is not None:
+            bn.restore(model, snap)
+        sync = net.no_sync() if ctx.enabled and a < steps - 1 else contextlib.nullcontext()
+        with sync:
+            with _autocast(cfg, ctx.device):
+                loss, stats = method.loss(net, model, images[a * size : (a + 1) * size], labels[a * size : (a + 1) * size])
+            if not torch.isfinite(loss):
+                raise DdcatError(f"loss became {loss.item()} at iteration {iteration}; lower train.lr")
+            scaler.scale(loss / steps).backward()
+        if snap is not None:
+            results.append(bn.snapshot(model))
+        shard_stats.append(stats)
+    if snap is not None:
+        bn.set_mean(model, results)
+    bn.all_reduce_mean(model, ctx)
+    return {k: sum(s[k] for s in shard_stats) / steps for k in shard_stats[0]}
+
+
 def train(cfg: dict[str, Any], out: str | Path, resume: str | Path | bool = False, device: str | None = None, progress: bool = True) -> Path:
     """Train as ``cfg`` says; returns the path of ``last.pt``. Rank 0 writes all outputs."""
     out = Path(out)
     ctx = init_distributed(device)
     method = build_method(cfg)
     t = cfg["train"]
-    local_batch = t["batch_size"] // max(ctx.world, 1)
+    if t["batch_size"] % (ctx.world * t["accum_steps"]):
+        raise DdcatError(
+            f"train.batch_size={t['batch_size']} must be divisible by processes x train.accum_steps = {ctx.world} x {t['accum_steps']}"
+        )
+    local_batch = t["batch_size"] // (ctx.world * t["accum_steps"])
     if method.name != "clean":
         adversarial_split(local_batch, t["adv_fraction"], method.name)  # fail before any work
 
@@ -108,9 +156,16 @@ def train(cfg: dict[str, Any], out: str | Path, resume: str | Path | bool = Fals
     ckpt = None
     if resume:
         path = out / "last.pt" if resume is True else Path(resume)
-        ckpt = load_checkpoint(path)
+        try:
+            ckpt = load_checkpoint(path)
+        except DdcatError as exc:
+            prev = path.with_name("last.prev.pt")
+            if path.name == "last.pt" and prev.exists():
+                raise DdcatError(f"{exc}; the previous checkpoint is intact: resume with --resume {prev}") from None
+            raise
         if ckpt["model_spec"] != spec:
             raise DdcatError(f"checkpoint {path} was trained with another model ({ckpt['model_spec']}) than the config asks for ({spec})")
+    torch.manual_seed(cfg["seed"])  # the same initial weights on every rank and every run of this seed
     model = build_from_spec(spec, pretrained=None if ckpt else cfg["model"]["pretrained"]).to(ctx.device)
     if ctx.enabled and ctx.device.type == "cuda":
         model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
@@ -146,27 +201,22 @@ def train(cfg: dict[str, Any], out: str | Path, resume: str | Path | bool = Fals
 
     if ctx.is_main:
         write_run_files(out, cfg, "train", {"world_size": ctx.world, "device": str(ctx.device), "resumed_from": start})
+    if ctx.is_main:
+        truncate_log(out / "train_log.jsonl", start)
     log = open(out / "train_log.jsonl", "a") if ctx.is_main else None
     bar = tqdm(total=t["iters"], initial=start, desc=f"train {method.name}", disable=not (progress and ctx.is_main), dynamic_ncols=True)
     last = out / "last.pt"
     model.train()
     try:
         for iteration, (images, labels) in zip(range(start, t["iters"]), loader):
-            seed = iteration_seed(cfg["seed"], iteration, ctx.rank)
-            torch.manual_seed(seed)
-            random.seed(seed)
             tic = time.perf_counter()
             images = images.to(ctx.device, non_blocking=True)
             labels = labels.to(ctx.device, non_blocking=True)
             if t["channels_last"]:
                 images = images.contiguous(memory_format=torch.channels_last)
             lr = set_poly_lr(optimizer, t, iteration)
-            with _autocast(cfg, ctx.device):
-                loss, stats = method.loss(net, model, images, labels)
-            if not torch.isfinite(loss):
-                raise DdcatError(f"loss became {loss.item()} at iteration {iteration}; lower train.lr")
             optimizer.zero_grad(set_to_none=True)
-            scaler.scale(loss).backward()
+            stats = step_shards(cfg, method, net, model, images, labels, iteration, ctx, scaler)
             scaler.step(optimizer)
             scaler.update()
             done = iteration + 1
