@@ -138,6 +138,11 @@ def _check_value(key: str, value: Any, where: str) -> Any:
         if isinstance(value, bool) or not isinstance(value, int):
             raise DdcatError(f"config key '{key}'{where} must be an integer, got {value!r}")
     elif isinstance(default, float):
+        if isinstance(value, str):  # YAML reads 1e-4 (no dot) as a string
+            try:
+                value = float(value)
+            except ValueError:
+                pass
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise DdcatError(f"config key '{key}'{where} must be a number, got {value!r}")
         value = float(value)

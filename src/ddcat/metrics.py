@@ -29,6 +29,8 @@ class ConfusionMatrix:
         if target.numel() and (target.min() < 0 or target.max() >= self.num_classes):
             raise ValueError(f"target holds values outside [0, {self.num_classes}) and not {self.ignore_index}")
         k = self.num_classes
+        if pred.numel() and (pred.min() < 0 or pred.max() >= k):
+            raise ValueError(f"prediction holds values outside [0, {k})")
         self.matrix += torch.bincount(target * k + pred, minlength=k * k).reshape(k, k)
 
     def merge(self, other: "ConfusionMatrix") -> None:

@@ -9,6 +9,7 @@ from typing import Any
 from ddcat.checkpoint import load_model
 from ddcat.config import DEFAULTS, apply_sets, merge
 from ddcat.data import build_dataset
+from ddcat.errors import DdcatError
 from ddcat.distributed import init_distributed
 from ddcat.evaluation.engine import evaluate
 from ddcat.evaluation.protocol import (
@@ -47,7 +48,9 @@ def evaluate_checkpoint(
     cfg = eval_config(ckpt, sets or [])
     num_classes = ckpt["model_spec"]["num_classes"]
     if cfg["data"]["num_classes"] != num_classes:
-        raise ValueError("data.num_classes disagrees with the checkpoint")  # merge keeps them equal
+        raise DdcatError(
+            f"--set data.num_classes={cfg['data']['num_classes']} disagrees with checkpoint {checkpoint}, which has {num_classes} classes"
+        )
     target = inference_path(model.to(ctx.device).eval(), cfg)
     sources = load_substitutes(transfer_from, num_classes, cfg, ctx.device) if transfer_from else [("self", None)]
     settings = attack_settings(attacks, steps, eps, alpha, sources, seed=cfg["seed"])
