@@ -521,3 +521,19 @@ def test_bad_inputs():
         with pytest.raises(err) as info:
             BIM()(net, images, labels[:, :, :7])
         assert "\n" not in str(info.value)
+
+
+def test_bim_sweep_equals_separate_attacks_and_costs_the_longest_only():
+    from ddcat.attacks import BIM
+
+    torch.manual_seed(3)
+    model = torch.nn.Sequential(torch.nn.Conv2d(3, 8, 3, padding=1), torch.nn.ReLU(), torch.nn.Conv2d(8, 4, 3, padding=1))
+    calls = []
+    model.register_forward_hook(lambda m, i, o: calls.append(1))
+    images = torch.rand(2, 3, 12, 12)
+    labels = torch.randint(0, 4, (2, 12, 12))
+    swept = BIM(0.03, 0.01, 1).sweep(model, images, labels, [1, 3, 5])
+    assert len(calls) == 5
+    for n in (1, 3, 5):
+        assert torch.equal(swept[n], BIM(0.03, 0.01, n)(model, images, labels))
+    assert set(swept) == {1, 3, 5}

@@ -108,15 +108,40 @@ class BIM(Attack):
         self.targeted = bool(targeted)
         self.precision = check_precision(precision)
 
-    def _run(self, fwd, images, labels, score):
-        if self.steps == 0:
-            return images.clone(), None
+    def _iterates(self, fwd, images, labels):
+        """x_1, x_2, ..., x_steps of eq. 2."""
         lower, upper = ball_bounds(images, self.eps)
         x = images
         for _ in range(self.steps):
             _, grad = fwd.loss_and_grad(x, lambda logits: L.ce_loss(logits, labels))
             x = project_with_bounds(_sign_step(x, grad, self.alpha, self.targeted), lower, upper)
+            yield x
+
+    def _run(self, fwd, images, labels, score):
+        x = images.clone()
+        for x in self._iterates(fwd, images, labels):
+            pass
         return x, None
+
+    def sweep(self, model: torch.nn.Module, images: torch.Tensor, labels: torch.Tensor, steps: list[int]) -> dict[int, torch.Tensor]:
+        """BIM with every step count in ``steps`` for the price of the largest one.
+
+        BIM has no random start, so BIM with n steps is the n-th iterate of BIM with more steps:
+        ``sweep(..., [1..7])`` equals seven separate attacks and costs 7 steps instead of 28."""
+        if not isinstance(model, torch.nn.Module):
+            raise DdcatError(f"model must be a torch.nn.Module, got {type(model).__name__}")
+        images, labels = check_inputs(images, labels)
+        wanted = sorted(set(int(n) for n in steps))
+        if any(n < 0 for n in wanted):
+            raise DdcatError(f"steps must be >= 0, got {wanted}")
+        out = {0: images.clone()} if 0 in wanted else {}
+        longest = BIM(self.eps, self.alpha, max(wanted, default=0), self.targeted, self.precision)
+        with eval_mode(model):
+            fwd = Forward(model, labels, self.precision)
+            for n, x in enumerate(longest._iterates(fwd, images, labels), 1):
+                if n in wanted:
+                    out[n] = x.detach()
+        return out
 
 
 class FGSM(BIM):

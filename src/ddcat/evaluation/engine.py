@@ -15,6 +15,7 @@ import torch
 from torch import nn
 from tqdm import tqdm
 
+from ddcat.attacks import BIM
 from ddcat.distributed import DistContext, all_reduce_sum
 from ddcat.metrics import ConfusionMatrix
 
@@ -75,14 +76,26 @@ def evaluate(
     ctx = ctx or DistContext(device=device)
     target.eval()
     matrices = {s.key(): ConfusionMatrix(num_classes) for s in settings}
+    sweeps: dict[tuple, list[Setting]] = {}
+    for s in settings:
+        if type(s.attack) is BIM and not s.attack.targeted:
+            sweeps.setdefault((s.source, s.attack.eps, s.attack.alpha), []).append(s)
     n_images = 0
     total = len(dataset) if not max_images else min(max_images, len(dataset))
     bar = tqdm(total=total, desc=desc, disable=not (progress and ctx.is_main), dynamic_ncols=True, leave=False)
     for images, labels in image_batches(dataset, batch_size, ctx.rank, ctx.world, max_images):
         images, labels = images.to(device), labels.to(device)
         preds = {}
+        swept = {}
+        for group in sweeps.values():  # BIM step counts of one (source, eps, alpha): one longest run
+            first = group[0]
+            advs = first.attack.sweep(first.source_model or target, images, labels, [s.steps for s in group])
+            swept.update({s.key(): advs[s.steps] for s in group})
         for s in settings:
-            inputs = images if s.attack is None else s.attack(s.source_model or target, images, labels)
+            if s.key() in swept:
+                inputs = swept[s.key()]
+            else:
+                inputs = images if s.attack is None else s.attack(s.source_model or target, images, labels)
             preds[s.key()] = predict(target, inputs)
             matrices[s.key()].update(preds[s.key()], labels)
         if on_batch is not None:
