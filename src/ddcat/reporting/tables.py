@@ -47,3 +47,32 @@ def sweep_row(records: Sequence[dict], steps: Sequence[int], metric: str = "mIoU
         return None
 
     return [pick("clean", 0), *(pick(attack, n) for n in steps)]
+
+
+def paper_markdown(
+    columns: Sequence[str],
+    rows: Sequence[tuple[str, Sequence[float | None]]],
+    digits: int = 3,
+    bold_rows: Sequence[str] = (),
+) -> str:
+    """A Markdown table in the paper's layout, header ``| | clean | 1 | 2 | ... |``.
+
+    Among the rows named in ``bold_rows`` (the "Mean" rows), the highest value of each column is
+    set in bold, as the paper marks the best average performance. Missing values print as ``-``.
+    """
+    best: list[float | None] = []
+    chosen = [values for name, values in rows if name in set(bold_rows)]
+    for i in range(len(columns)):
+        vals = [v[i] for v in chosen if i < len(v) and v[i] is not None and not math.isnan(v[i])]
+        best.append(max(vals) if len(vals) > 1 else None)
+
+    def cell(name: str, i: int, value: float | None) -> str:
+        text = fmt(value, digits)
+        if name in bold_rows and best[i] is not None and value is not None and fmt(value, digits) == fmt(best[i], digits):
+            return f"**{text}**"
+        return text
+
+    lines = ["| | " + " | ".join(columns) + " |", "|---|" + "---:|" * len(columns)]
+    for name, values in rows:
+        lines.append("| " + " | ".join([name, *(cell(name, i, v) for i, v in enumerate(values))]) + " |")
+    return "\n".join(lines)
