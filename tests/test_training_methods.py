@@ -155,12 +155,13 @@ def test_documented_cost_of_one_iteration(steps):
     assert count.forward == [m // 2] * steps + [m]
     assert count.backward == steps + 1
 
-    # DDC-AT: n attack passes on all m (main head only, the first also reads f_a/f_m),
-    # one no-grad pass on the m adversarial images, one training pass on m through all heads
+    # DDC-AT: n attack passes on all m (main head only, the first also reads f_a/f_m on the
+    # clean half), one no-grad pass on the adversarial versions of the clean half (B_adv),
+    # one training pass on m through all heads
     model = tiny_model(ddc=True)
     count = Counter(model)
     one_step("ddcat", model, **{"attack.steps": steps})
-    assert count.forward == [m] * steps + [m, m]
+    assert count.forward == [m] * steps + [m // 2, m]
     assert count.backward == steps + 1
     assert count.heads["main"] == steps + 2
     assert count.heads["auxiliary"] == 3 and count.heads["mask"] == 3
@@ -171,6 +172,12 @@ def test_documented_cost_of_one_iteration(steps):
     count = Counter(model)
     one_step("ddcat-n", model, **{"attack.steps": steps})
     assert count.forward == [m // 2] * steps + [m // 2, m]
+
+    # DDC-AT-M needs the boundary property of every image
+    model = tiny_model(ddc=True)
+    count = Counter(model)
+    one_step("ddcat-m", model, **{"attack.steps": steps})
+    assert count.forward == [m] * steps + [m, m]
 
 
 def test_clean_cost_is_one_pass():
@@ -226,3 +233,25 @@ def test_batches_that_cannot_be_split(sets, needle):
 def test_bad_method_config(sets, needle):
     with pytest.raises(DdcatError, match=needle):
         load_config(None, sets)
+
+
+@pytest.mark.parametrize("division", ["ddcat", "ddcat-m", "ddcat-n"])
+def test_mask_targets_equal_alg2_computed_naively(division):
+    """The row-restricted, reuse-everything implementation equals Alg. 2 written out directly."""
+    from ddcat.training.ddcat import DivideAndConquerTraining
+    from ddcat.training.losses import mask_labels
+
+    model = tiny_model(ddc=True, seed=5)
+    cfg = tiny_cfg(division)
+    method = build_method(cfg)
+    assert isinstance(method, DivideAndConquerTraining)
+    images, labels = batch(4)
+    n_clean = 2
+    adv_part, targets = method.mask_targets(model, images, labels, n_clean)
+
+    # naive Alg. 2 on the whole batch: attack every image, B on clean and adversarial versions
+    adv_all = method.attack(model, images, labels)
+    b_clean, b_adv = predict_combined(model, images), predict_combined(model, adv_all)
+    m_clean, m_adv = mask_labels(division, b_clean, b_adv)
+    assert torch.equal(adv_part, adv_all[n_clean:])
+    assert torch.equal(targets, torch.cat([m_clean[:n_clean], m_adv[n_clean:]]))

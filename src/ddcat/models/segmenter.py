@@ -74,12 +74,17 @@ class Segmenter(nn.Module):
         yield from self.context.parameters()
         yield from self.heads.parameters()
 
-    def forward(self, x: torch.Tensor, heads: Iterable[str] | None = None) -> torch.Tensor | dict[str, torch.Tensor]:
+    def forward(
+        self, x: torch.Tensor, heads: Iterable[str] | None = None, rows: dict[str, slice] | None = None
+    ) -> torch.Tensor | dict[str, torch.Tensor]:
         if heads is None and not self.training:
             return self.forward_heads(x, ("main",))["main"]
-        return self.forward_heads(x, self.head_names if heads is None else tuple(heads))
+        return self.forward_heads(x, self.head_names if heads is None else tuple(heads), rows)
 
-    def forward_heads(self, x: torch.Tensor, heads: tuple[str, ...]) -> dict[str, torch.Tensor]:
+    def forward_heads(self, x: torch.Tensor, heads: tuple[str, ...], rows: dict[str, slice] | None = None) -> dict[str, torch.Tensor]:
+        """Logits of ``heads``; ``rows`` optionally restricts a head to some images of the batch
+        (DDC-AT needs f_a / f_m of the attack's clean forward on part of the batch only)."""
+        rows = rows or {}
         size = x.shape[-2:]
         c3, c4 = self.backbone((x - self.mean) / self.std)
         out: dict[str, torch.Tensor] = {}
@@ -88,6 +93,8 @@ class Segmenter(nn.Module):
             if name not in self.heads:
                 raise KeyError(f"model has no head {name!r}; it has {', '.join(self.heads)}")
             feats = c3 if name == "deep_sup" else context
+            if name in rows:
+                feats = feats[rows[name]]
             out[name] = F.interpolate(self.heads[name](feats), size, mode="bilinear", align_corners=False)
         return out
 

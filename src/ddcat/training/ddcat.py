@@ -27,7 +27,7 @@ from ddcat.training.base import Method, adversarial_split
 from ddcat.training.losses import (
     combine,
     cross_entropy,
-    mask_labels,
+    division_masks,
     mask_loss,
     routed_cross_entropy,
     routing,
@@ -43,20 +43,22 @@ def combined_labels(out: dict[str, torch.Tensor]) -> torch.Tensor:
 
 class CleanPredictionTap(nn.Module):
     """Wraps the model for the attack so that its first forward, on the clean images, also
-    computes the combined prediction B_clean from the same trunk features (heads f_a and f_m
-    cost a small fraction of the trunk). The attack still sees only the main logits."""
+    computes the combined prediction B_clean of the images ``rows`` from the same trunk
+    features (only the f_a and f_m heads are extra). The attack still sees only the main logits."""
 
-    def __init__(self, model: nn.Module, clean: torch.Tensor):
+    def __init__(self, model: nn.Module, clean: torch.Tensor, rows: slice = slice(None)):
         super().__init__()
         self.model = model
         self.clean = clean
+        self.rows = rows
         self.b_clean: torch.Tensor | None = None
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.b_clean is None and x.shape == self.clean.shape and torch.equal(x.detach(), self.clean):
-            out = self.model(x, heads=DDC_TRAIN_HEADS)
+            out = self.model(x, heads=DDC_TRAIN_HEADS, rows={"auxiliary": self.rows, "mask": self.rows})
             with torch.no_grad():
-                self.b_clean = combined_labels({k: v.detach() for k, v in out.items()})
+                main = out["main"].detach()[self.rows]
+                self.b_clean = combined_labels({"main": main, "auxiliary": out["auxiliary"].detach(), "mask": out["mask"].detach()})
             return out["main"]
         return self.model(x)
 
@@ -85,22 +87,31 @@ class DivideAndConquerTraining(Method):
         self.mask_ignore = t["mask_ignore"]
 
     def mask_targets(self, model: nn.Module, images: torch.Tensor, labels: torch.Tensor, n_clean: int):
-        """Alg. 2: adversarial images for the batch and the mask labels M_b of the training batch."""
+        """Alg. 2: adversarial images of the batch and the mask labels M_b of the training batch.
+
+        Which images need what (m images, the first n_c stay clean in the training batch):
+
+        ========  ==============  ======================================================
+        division  attacked        boundary property 1[B_clean != B_adv] needed for
+        ========  ==============  ======================================================
+        ddcat     all m           the clean rows [0, n_c) (M_adv = 0 needs nothing)
+        ddcat-m   all m           all m rows (clean rows -> M_clean, the rest -> M_adv)
+        ddcat-n   rows [n_c, m)   the adversarial rows (M_clean = 0 needs nothing)
+        ========  ==============  ======================================================
+        """
+        m = images.shape[0]
         first = 0 if self.division in ("ddcat", "ddcat-m") else n_clean
-        clean = images[first:]
-        tap = CleanPredictionTap(model, clean)
-        adv = self.attack(tap, clean, labels[first:])
-        b_clean = tap.b_clean if tap.b_clean is not None else predict_combined(model, clean)
-        b_adv = predict_combined(model, adv)
-        m_clean, m_adv = mask_labels(self.division, b_clean, b_adv)
-        # rows of the attacked block: [first, m); the training batch takes clean rows [0, n_clean)
-        # and adversarial rows [n_clean, m).
-        k = n_clean - first
-        if first == 0:
-            targets = torch.cat([m_clean[:k], m_adv[k:]])
-        else:  # ddcat-n: clean rows were not attacked and their mask label is 0 by definition
-            targets = torch.cat([torch.zeros_like(labels[:n_clean]), m_adv])
-        return adv[k:], targets
+        need = {"ddcat": slice(0, n_clean), "ddcat-m": slice(0, m), "ddcat-n": slice(n_clean, m)}[self.division]
+        local = slice(need.start - first, need.stop - first)  # ``need`` within the attacked block
+        attacked = images[first:]
+        tap = CleanPredictionTap(model, attacked, rows=local)
+        adv = self.attack(tap, attacked, labels[first:])
+        b_clean = tap.b_clean if tap.b_clean is not None else predict_combined(model, attacked[local])
+        boundary = torch.zeros_like(labels)
+        boundary[need] = (b_clean != predict_combined(model, adv[local])).long()
+        m_clean, m_adv = division_masks(self.division, boundary)
+        targets = torch.cat([m_clean[:n_clean], m_adv[n_clean:]])
+        return adv[n_clean - first :], targets
 
     def loss(self, net, model, images, labels):
         n_clean, n_adv = adversarial_split(images.shape[0], self.cfg["train"]["adv_fraction"], self.name)

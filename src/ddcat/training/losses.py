@@ -47,7 +47,11 @@ def mask_labels(division: str, b_clean: torch.Tensor, b_adv: torch.Tensor) -> tu
     - ``ddcat-n``: only adversarial pixels with the boundary property go to f_a:
       M_clean = 0, M_adv = 1[B_clean != B_adv].
     """
-    boundary = boundary_property(b_clean, b_adv)
+    return division_masks(division, boundary_property(b_clean, b_adv))
+
+
+def division_masks(division: str, boundary: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(M_clean, M_adv) of :func:`mask_labels` from the boundary property 1[B_clean != B_adv]."""
     zero = torch.zeros_like(boundary)
     if division == "ddcat":
         return boundary, zero
