@@ -1,0 +1,102 @@
+"""`ddcat experiment` / `ddcat demo` end to end at a tiny setting, and run reuse."""
+
+import json
+from pathlib import Path
+
+import pytest
+import yaml
+
+from ddcat.cli import main
+from ddcat.errors import DdcatError
+from ddcat.experiment import load_experiment, packaged_config
+
+TINY_SET = {
+    "model": {"width": 8},
+    "data": {"image_size": 32, "num_train": 16, "num_val": 4, "num_classes": 4},
+    "train": {"iters": 3, "batch_size": 4, "crop_size": 32, "save_every": 3},
+    "eval": {"batch_size": 4},
+}
+
+
+def tiny_experiment(tmp_path: Path, **evaluation) -> Path:
+    spec = yaml.safe_load(packaged_config("demo.yaml").read_text())
+    spec["base"] = str(packaged_config("synthetic.yaml"))
+    spec["set"] = TINY_SET
+    spec["evaluation"].update({"steps": [1, 2], "strong": ["pgd", "worst"], "strong_steps": 2, "qualitative": 2, **evaluation})
+    spec.pop("quick")
+    path = tmp_path / "tiny.yaml"
+    path.write_text(yaml.safe_dump(spec))
+    return path
+
+
+@pytest.mark.slow
+def test_demo_grid_end_to_end_and_reuse(tmp_path, capsys):
+    path = tiny_experiment(tmp_path)
+    out = tmp_path / "out"
+    assert main(["experiment", str(path), "--out", str(out), "--no-progress"]) == 0
+    printed = capsys.readouterr().out
+    assert "Table 1" in printed and "Table 2" in printed
+
+    results = json.loads((out / "results.json").read_text())
+    assert len(results["runs"]) == 2 * 3 * 2
+    assert {(r["arch"], r["method"]) for r in results["runs"]} == {
+        (a, m) for a in ("pspnet", "deeplabv3") for m in ("clean", "sat", "ddcat")
+    }
+    kinds = {}
+    for e in results["evaluations"]:
+        kinds.setdefault(e["kind"], []).append(e)
+    assert len(kinds["white-box"]) == 12 and len(kinds["strong"]) == 12 and len(kinds["transfer"]) == 12
+    white = kinds["white-box"][0]["records"]
+    assert [(r["attack"], r["steps"]) for r in white] == [("clean", 0), ("bim", 1), ("bim", 2)]
+    # transfer: each PSPNet model attacked through both DeepLabv3 SAT seeds, and vice versa
+    for e in kinds["transfer"]:
+        sources = {r["source"] for r in e["records"] if r["attack"] == "bim"}
+        assert len(sources) == 2 and all(("deeplabv3" if e["arch"] == "pspnet" else "pspnet") in s and "-sat-" in s for s in sources)
+    strong = {r["attack"] for r in kinds["strong"][0]["records"]}
+    assert strong == {"clean", "bim", "pgd", "worst"}
+
+    report = (out / "report.md").read_text()
+    assert "| clean | 1 | 2 |" in report.replace("|  |", "| |")
+    for png in ("sweep_white_box.png", "sweep_transfer.png", "routing.png", "strong_attacks.png", "qualitative_pspnet.png"):
+        assert (out / png).stat().st_size > 1000, png
+        assert png in report
+    for run in results["runs"]:
+        folder = Path(run["dir"])
+        assert (folder / "config.yaml").exists() and (folder / "run.json").exists() and (folder / "last.pt").exists()
+
+    # a rerun reuses every training run and every cached evaluation
+    assert main(["experiment", str(path), "--out", str(out), "--no-progress"]) == 0
+    again = json.loads((out / "results.json").read_text())
+    assert all(r["reused"] for r in again["runs"])
+    assert again["evaluations"] == results["evaluations"]
+
+
+def test_changed_config_is_a_new_run(tmp_path):
+    path = tiny_experiment(tmp_path)
+    a = load_experiment(path)["runs"]
+    b = load_experiment(path, sets=["train.lr=0.02"])["runs"]
+    assert [r.id for r in a] != [r.id for r in b]
+    assert len({r.id for r in a}) == len(a)
+
+
+def test_quick_section_applies(tmp_path):
+    quick = load_experiment(packaged_config("demo.yaml"), quick=True)
+    full = load_experiment(packaged_config("demo.yaml"))
+    assert quick["runs"][0].cfg["train"]["iters"] < full["runs"][0].cfg["train"]["iters"]
+    assert {r.method for r in full["runs"]} == {"clean", "sat", "ddcat"}
+    assert {r.seed for r in full["runs"]} == {0, 1}
+    ablation = load_experiment(packaged_config("ablation.yaml"))
+    assert {r.method for r in ablation["runs"]} == {"sat", "ddcat-m", "ddcat-n", "ddcat"}
+
+
+def test_bad_experiment_files(tmp_path):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("models: {pspnet: {}}\nmethods: [clean]\nseeds: [0]\nfoo: 1\n")
+    with pytest.raises(DdcatError, match="foo"):
+        load_experiment(bad)
+    bad.write_text("models: {pspnet: {model: {arch: resnet}}}\nmethods: [clean]\nseeds: [0]\n")
+    with pytest.raises(DdcatError, match="model.arch"):
+        load_experiment(bad)
+    bad.write_text("models: {pspnet: {}}\nmethods: []\nseeds: [0]\n")
+    with pytest.raises(DdcatError, match="methods"):
+        load_experiment(bad)
