@@ -537,3 +537,16 @@ def test_bim_sweep_equals_separate_attacks_and_costs_the_longest_only():
     for n in (1, 3, 5):
         assert torch.equal(swept[n], BIM(0.03, 0.01, n)(model, images, labels))
     assert set(swept) == {1, 3, 5}
+
+
+def test_engine_worst_case_reusing_sub_attacks_equals_worst_case_run():
+    from ddcat.attacks import BIM, PGD, default_worst_case
+    from ddcat.evaluation.engine import worst_of
+
+    torch.manual_seed(4)
+    model = torch.nn.Sequential(torch.nn.Conv2d(3, 8, 3, padding=1), torch.nn.ReLU(), torch.nn.Conv2d(8, 4, 3, padding=1)).eval()
+    images = torch.rand(3, 3, 12, 12)
+    labels = torch.randint(0, 4, (3, 12, 12))
+    worst = default_worst_case(0.03, 0.01, 3)
+    known = {repr(BIM(0.03, 0.01, 3)): BIM(0.03, 0.01, 3)(model, images, labels), repr(PGD(0.03, 0.01, 3)): PGD(0.03, 0.01, 3)(model, images, labels)}
+    assert torch.equal(worst_of(worst, model, images, labels, known), worst(model, images, labels))
