@@ -51,6 +51,7 @@ DEFAULTS: dict[str, Any] = {
         "batch_size": 8,  # global batch, over all processes
         "accum_steps": 1,  # micro-batches per process and iteration (gradient accumulation)
         "crop_size": 64,
+        "optimizer": "sgd",  # sgd (the paper's) | adamw
         "lr": 0.01,
         "head_lr_mult": 10.0,
         "momentum": 0.9,
@@ -97,6 +98,7 @@ CHOICES: dict[str, tuple[str, ...]] = {
     "data.name": ("synthetic", "voc", "cityscapes", "list"),
     "train.method": ("clean", "sat", "ddcat", "ddcat-m", "ddcat-n"),
     "train.amp": ("off", "bf16", "fp16"),
+    "train.optimizer": ("sgd", "adamw"),
     "attack.name": ("bim", "pgd", "segpgd"),
     "eval.mode": ("whole", "slide"),
 }

@@ -1,33 +1,38 @@
 """Procedural synthetic segmentation data: shapes x textures on cluttered backgrounds.
 
 :class:`SyntheticSegmentation` needs no files. Item ``i`` of split ``s`` is drawn from
-``np.random.default_rng([seed, split_id(s), i])`` (``split_id`` is the CRC-32 of the split name, so it
-never coincides with the small epoch numbers of the augmentation streams), so the same
-``(seed, split, index)`` always gives the same image and label.
+``np.random.default_rng([seed, split_id(s), i])``, where ``split_id`` is the CRC-32 of the split name
+(so it never coincides with the small epoch numbers of the augmentation streams
+``default_rng([seed, epoch, i])``). The same ``(seed, split, index)`` always gives the same pair.
 
 Generative process (image side ``S``, ``K`` classes)
 ----------------------------------------------------
 * **Classes.** Class 0 is background. Object class ``c`` in ``1..K-1`` is one *(shape, texture)*
-  combination (see :func:`class_combos`): shapes come from ``disc, square, triangle, ring, cross``,
-  textures from ``stripes, checker, dots, smooth, grid``. The combinations are laid out on a grid of
-  ``ceil(sqrt(K-1))`` shapes x ``ceil((K-1)/that)`` textures, so with three or more object classes
-  neither the shape nor the texture alone names the class. At most 25 object classes exist.
+  combination (:func:`class_combos`): shapes from ``disc, ring, cross, triangle, square``, textures
+  from ``stripes, checker, dots, smooth, grid``, laid out row by row on a grid with
+  ``ceil(sqrt(K-1))`` textures per shape. With three or more object classes neither the shape nor the
+  texture alone names the class (K=6: disc and ring, each with stripes, checker and dots except
+  ring/dots). At most 25 object classes (K <= 26).
+* **Textures** are two-colour patterns of period ``max(4, S/10)`` px (times U(0.85, 1.2)) with a
+  random phase and a fixed orientation jittered by +-15 degrees (stripes run vertically; checker and
+  grid are axis-aligned), so each texture is one recognisable pattern. ``smooth`` is one colour with
+  a mild linear shading.
 * **Colour is no cue.** Every object, distractor and the background draw their colours from the same
-  distribution, independently of the class. A textured region alternates between two colours at least
-  0.35 apart (RGB, [0, 1] scale); a smooth region is one colour with a mild linear shading.
+  distribution, independently of the class: the two colours of a pattern are uniform in
+  [0.05, 0.95]^3, at least 0.35 apart and at least 0.3 apart in luma, so the pattern is visible.
 * **Background.** A linear gradient between two random colours along a random direction, plus
-  low-frequency colour noise (a random 4x4 grid upsampled bilinearly).
-* **Layers, in painter's order.** 2-4 *objects* of random classes (diameter 20-45 % of ``S``),
-  0-2 *hard negatives* (a shape-family member with a (shape, texture) combination that is no class,
-  diameter 15-40 %) and 1-2 *blobs* (irregular unions of ellipses with any texture, diameter
-  15-40 %) are shuffled and painted one over the other. Objects write their class into the label,
-  negatives and blobs write 0 (background), so occlusion decides the label of every pixel. Each
-  layer has a random centre (10-90 % of ``S``), rotation, texture period (about ``max(4, S/14)`` px),
-  texture orientation and phase.
+  low-frequency colour noise (a random 4x4 grid upsampled bilinearly, amplitude +-0.15).
+* **Layers, in painter's order.** 2-4 *objects* of uniformly random classes (diameter 25-50 % of
+  ``S``), 0-1 *hard negative* (a shape-family member whose (shape, texture) combination is no class)
+  and 0-2 *blobs* (irregular unions of 3-5 ellipses with any texture), the distractors 15-40 % of
+  ``S`` across. The layers are shuffled and painted one over the other: objects write their class
+  into the label, distractors write 0 (background), so occlusion decides every pixel's label. Each
+  layer has a random centre (10-90 % of ``S``) and rotation; textures are laid in image coordinates.
 * **Noise.** Gaussian pixel noise (sigma 0.02) on the final image, which is then quantised to uint8.
 
-Items are raw ``(image uint8 HxWx3, label uint8 HxW)`` arrays, or whatever ``transform(image, label,
-rng)`` returns, with ``rng = np.random.default_rng([seed, epoch, index])`` (see :meth:`set_epoch`).
+The constants below set these numbers. Items are raw ``(image uint8 SxSx3, label uint8 SxS)``
+arrays, or ``transform(image, label, rng)`` with ``rng = default_rng([seed, epoch, index])``
+(see :meth:`SyntheticSegmentation.set_epoch`).
 """
 
 from __future__ import annotations
@@ -43,13 +48,17 @@ SHAPES: tuple[str, ...] = ("disc", "ring", "cross", "triangle", "square")
 TEXTURES: tuple[str, ...] = ("stripes", "checker", "dots", "smooth", "grid")
 MAX_CLASSES = 1 + len(SHAPES) * len(TEXTURES)
 
-NOISE_SIGMA = 0.02
-MIN_CONTRAST = 0.35
+NOISE_SIGMA = 0.02  # pixel noise on the final image
+MIN_CONTRAST = 0.35  # RGB distance between the two colours of a pattern
+MIN_LUMA_CONTRAST = 0.3  # luma difference between them
+LUMA = np.array([0.299, 0.587, 0.114])
+ANGLE_JITTER = 15.0  # degrees of random texture orientation around its fixed direction
+RING_INNER = 0.45  # inner radius of a ring, relative to its outer radius
 # Layer counts (inclusive ranges) and diameters (fractions of the image side).
 NUM_OBJECTS = (2, 4)
 NUM_NEGATIVES = (0, 1)
 NUM_BLOBS = (0, 2)
-OBJECT_DIAMETER = (0.20, 0.45)
+OBJECT_DIAMETER = (0.25, 0.50)
 DISTRACTOR_DIAMETER = (0.15, 0.40)
 # Texture period in pixels: max(TEXTURE_MIN_PERIOD, TEXTURE_PERIOD * side), times U(0.85, 1.2).
 TEXTURE_MIN_PERIOD = 4.0
@@ -115,14 +124,16 @@ def shape_mask(shape: str, u: np.ndarray, v: np.ndarray) -> np.ndarray:
         return (v >= -0.5) & (s3 * u + v <= 1.0) & (-s3 * u + v <= 1.0)
     if shape == "ring":
         r2 = u * u + v * v
-        return (r2 <= 1.0) & (r2 >= 0.5**2)
+        return (r2 <= 1.0) & (r2 >= RING_INNER**2)
     if shape == "cross":
         au, av = np.abs(u), np.abs(v)
         return ((au <= 0.33) & (av <= 1.0)) | ((av <= 0.33) & (au <= 1.0))
     raise ValueError(f"unknown shape {shape!r}")
 
 
-def blob_mask(rng: np.random.Generator, x: np.ndarray, y: np.ndarray, cx: float, cy: float, radius: float) -> np.ndarray:
+def blob_mask(
+    rng: np.random.Generator, x: np.ndarray, y: np.ndarray, cx: float, cy: float, radius: float
+) -> np.ndarray:
     """An irregular blob: the union of 3-5 random ellipses around ``(cx, cy)``."""
     mask = np.zeros(x.shape, dtype=bool)
     for _ in range(int(rng.integers(3, 6))):
@@ -137,7 +148,7 @@ def blob_mask(rng: np.random.Generator, x: np.ndarray, y: np.ndarray, cx: float,
 
 
 def texture_pattern(texture: str, u: np.ndarray, v: np.ndarray, period: float, phase: np.ndarray) -> np.ndarray:
-    """A 0/1 pattern on pixel-scale coordinates ``(u, v)`` (already rotated), or ``None`` for smooth."""
+    """A 0/1 float pattern on pixel coordinates ``(u, v)`` (already rotated); all zeros for smooth."""
     pu, pv = u + phase[0] * period * 2, v + phase[1] * period * 2
     if texture == "stripes":
         return ((pu / period) % 1.0 < 0.5).astype(np.float64)
@@ -156,23 +167,19 @@ def texture_pattern(texture: str, u: np.ndarray, v: np.ndarray, period: float, p
     raise ValueError(f"unknown texture {texture!r}")
 
 
-LUMA = np.array([0.299, 0.587, 0.114])
-MIN_LUMA_CONTRAST = 0.3
-ANGLE_JITTER = 15.0
-
-
 def colour_pair(rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
-    """Two random RGB colours in [0.05, 0.95] at least :data:`MIN_CONTRAST` apart."""
+    """Two random RGB colours in [0.05, 0.95], at least :data:`MIN_CONTRAST` apart in RGB and
+    :data:`MIN_LUMA_CONTRAST` in luma (rejection sampling)."""
     a = rng.uniform(0.05, 0.95, size=3)
     for _ in range(50):
         b = rng.uniform(0.05, 0.95, size=3)
         if np.linalg.norm(a - b) >= MIN_CONTRAST and abs(LUMA @ (a - b)) >= MIN_LUMA_CONTRAST:
             return a, b
-    return a, 1.0 - a  # practically unreachable; still far enough from ``a`` in most cases
+    return a, np.where(LUMA @ a > 0.5, 0.05, 0.95) * np.ones(3)  # fallback: black or white
 
 
 def paint_texture(rng: np.random.Generator, texture: str, x: np.ndarray, y: np.ndarray, size: int) -> np.ndarray:
-    """A full ``size x size x 3`` canvas carrying ``texture`` in random colours and orientation."""
+    """A full ``size x size x 3`` canvas carrying ``texture`` in random colours, phase and period."""
     angle = rng.uniform(-1, 1) * math.radians(ANGLE_JITTER)
     period = max(TEXTURE_MIN_PERIOD, TEXTURE_PERIOD * size) * rng.uniform(0.85, 1.2)
     phase = rng.uniform(0, 1, size=2)

@@ -10,7 +10,8 @@ from ddcat.models import Segmenter
 from ddcat.training.losses import poly_lr
 
 
-def build_optimizer(model: Segmenter, train_cfg: dict[str, Any]) -> torch.optim.SGD:
+def build_optimizer(model: Segmenter, train_cfg: dict[str, Any]) -> torch.optim.Optimizer:
+    """SGD with momentum (the paper's) or AdamW; trunk at ``lr``, context and heads at ``lr x head_lr_mult``."""
     new = list(model.new_parameters())
     new_ids = {id(p) for p in new}
     trunk = [p for p in model.parameters() if id(p) not in new_ids]
@@ -18,6 +19,8 @@ def build_optimizer(model: Segmenter, train_cfg: dict[str, Any]) -> torch.optim.
         {"params": trunk, "lr": train_cfg["lr"], "lr_mult": 1.0},
         {"params": new, "lr": train_cfg["lr"] * train_cfg["head_lr_mult"], "lr_mult": train_cfg["head_lr_mult"]},
     ]
+    if train_cfg["optimizer"] == "adamw":
+        return torch.optim.AdamW(groups, lr=train_cfg["lr"], weight_decay=train_cfg["weight_decay"])
     return torch.optim.SGD(groups, lr=train_cfg["lr"], momentum=train_cfg["momentum"], weight_decay=train_cfg["weight_decay"])
 
 
