@@ -35,6 +35,7 @@ DEFAULTS: dict[str, Any] = {
         "num_classes": 6,
         "train_list": None,  # list files, relative to root (defaults per dataset)
         "val_list": None,
+        "seed": 0,  # content of the synthetic dataset (fixed across runs; the run seed drives augmentation)
         "image_size": 64,  # synthetic images are image_size x image_size
         "num_train": 512,
         "num_val": 64,

@@ -48,7 +48,7 @@ def _synthetic(cfg: dict[str, Any], split: str, transform: Any) -> SyntheticSegm
         raise DdcatError(
             f"config key 'data.num_classes' must lie in 2..{MAX_CLASSES} for synthetic data, got {d['num_classes']}"
         )
-    return SyntheticSegmentation(d[key], d["image_size"], d["num_classes"], cfg["seed"], split, transform)
+    return SyntheticSegmentation(d[key], d["image_size"], d["num_classes"], d["seed"], split, transform, aug_seed=cfg["seed"])
 
 
 def _list_based(cfg: dict[str, Any], split: str, transform: Any) -> ListDataset:

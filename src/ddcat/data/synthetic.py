@@ -257,7 +257,9 @@ class SyntheticSegmentation:
         num_images: number of items.
         image_size: side of the square images (at least 32).
         num_classes: classes including background, 2..26.
-        seed: base seed of both the generation and the augmentation streams.
+        seed: seed of the generated content (the same for every training run of an experiment,
+            so that all runs train and are evaluated on the same images).
+        aug_seed: seed of the augmentation streams (the run's seed); defaults to ``seed``.
         split: split name; different splits give different images.
         transform: ``transform(image, label, rng)``; ``None`` returns the raw numpy arrays.
     """
@@ -272,6 +274,7 @@ class SyntheticSegmentation:
         seed: int,
         split: str = "train",
         transform: Callable[..., Any] | None = None,
+        aug_seed: int | None = None,
     ) -> None:
         if num_images < 0:
             raise ValueError(f"num_images must be >= 0, got {num_images}")
@@ -282,6 +285,7 @@ class SyntheticSegmentation:
         self.image_size = int(image_size)
         self.num_classes = int(num_classes)
         self.seed = int(seed)
+        self.aug_seed = self.seed if aug_seed is None else int(aug_seed)
         self.split = split
         self.transform = transform
         self.epoch = 0
@@ -293,7 +297,7 @@ class SyntheticSegmentation:
         return self.num_images
 
     def set_epoch(self, epoch: int) -> None:
-        """Select the augmentation stream: item ``i`` uses ``default_rng([seed, epoch, i])``."""
+        """Select the augmentation stream: item ``i`` uses ``default_rng([aug_seed, epoch, i])``."""
         self.epoch = int(epoch)
 
     def raw(self, index: int) -> tuple[np.ndarray, np.ndarray]:
@@ -313,7 +317,7 @@ class SyntheticSegmentation:
         image, label = self.raw(index)
         if self.transform is None:
             return image, label
-        return self.transform(image, label, np.random.default_rng([self.seed, self.epoch, index]))
+        return self.transform(image, label, np.random.default_rng([self.aug_seed, self.epoch, index]))
 
     def _check_index(self, index: int) -> int:
         index = int(index)
