@@ -16,7 +16,6 @@ import argparse
 import json
 import os
 import platform
-import resource
 import subprocess
 import sys
 import tempfile
@@ -29,12 +28,13 @@ ENV = {**os.environ, "PYTHONPATH": str(HERE.parent / "src") + os.pathsep + os.en
 
 def run(cmd: list[str], env=None) -> tuple[float, float]:
     """Run a command; return (wall seconds, peak RSS of the child in MiB)."""
-    before = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
     tic = time.perf_counter()
-    subprocess.run(cmd, check=True, env=env or ENV)
-    wall = time.perf_counter() - tic
-    peak = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
-    return wall, max(peak, before) / 1024
+    proc = subprocess.Popen(cmd, env=env or ENV)
+    _, status, usage = os.wait4(proc.pid, 0)  # this child's own peak RSS (KiB on Linux)
+    proc.returncode = os.waitstatus_to_exitcode(status)
+    if proc.returncode != 0:
+        raise subprocess.CalledProcessError(proc.returncode, cmd)
+    return time.perf_counter() - tic, usage.ru_maxrss / 1024
 
 
 def ddp_scaling(out: Path, iters: int) -> dict:

@@ -13,7 +13,7 @@ User mistakes print ``ddcat: error: <one line>`` and exit with code 2, leaving n
 from __future__ import annotations
 
 import argparse
-import json
+import os
 import shutil
 import sys
 from pathlib import Path
@@ -48,7 +48,8 @@ def cmd_train(args: argparse.Namespace) -> int:
     if args.resume is not None:
         resume = True if args.resume == "" else args.resume
     last = _out_guard(out, lambda: train(cfg, out, resume=resume, device=args.device, progress=not args.no_progress))
-    print(f"checkpoint: {last}")
+    if os.environ.get("RANK", "0") == "0":
+        print(f"checkpoint: {last}")
     return 0
 
 
@@ -156,7 +157,3 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("ddcat: interrupted", file=sys.stderr)
         return 130
-
-
-def print_json(obj: Any) -> None:
-    print(json.dumps(obj, indent=2))

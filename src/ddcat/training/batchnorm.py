@@ -43,8 +43,13 @@ def set_mean(model: nn.Module, snaps: list[list[dict[str, torch.Tensor]]]) -> No
 def all_reduce_mean(model: nn.Module, ctx: DistContext) -> None:
     if not ctx.enabled:
         return
-    for m in batchnorms(model):
-        for k in STATS:
-            t = getattr(m, k)
-            dist.all_reduce(t, op=dist.ReduceOp.SUM)
-            t.div_(ctx.world)
+    buffers = [getattr(m, k) for m in batchnorms(model) for k in STATS]
+    if not buffers:
+        return
+    flat = torch.cat([b.reshape(-1) for b in buffers])  # one all-reduce, not one per buffer
+    dist.all_reduce(flat, op=dist.ReduceOp.SUM)
+    flat.div_(ctx.world)
+    offset = 0
+    for b in buffers:
+        b.copy_(flat[offset : offset + b.numel()].view_as(b))
+        offset += b.numel()

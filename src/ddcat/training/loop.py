@@ -183,7 +183,9 @@ def train(cfg: dict[str, Any], out: str | Path, resume: str | Path | bool = Fals
     net: nn.Module = model
     if ctx.enabled:
         ids = [ctx.device.index] if ctx.device.type == "cuda" else None
-        net = nn.parallel.DistributedDataParallel(model, device_ids=ids, broadcast_buffers=False)
+        # BatchNorm buffers are averaged over ranks after each iteration (training/batchnorm.py),
+        # so DDP need not broadcast them at every forward
+        net = nn.parallel.DistributedDataParallel(model, device_ids=ids, forward_sync_buffers=False)
     if t["compile"]:
         net = torch.compile(net)
 
