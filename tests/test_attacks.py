@@ -541,7 +541,6 @@ def test_bim_sweep_equals_separate_attacks_and_costs_the_longest_only():
 
 def test_engine_worst_case_reusing_sub_attacks_equals_worst_case_run():
     from ddcat.attacks import BIM, PGD, default_worst_case
-    from ddcat.evaluation.engine import worst_of
 
     torch.manual_seed(4)
     model = torch.nn.Sequential(torch.nn.Conv2d(3, 8, 3, padding=1), torch.nn.ReLU(), torch.nn.Conv2d(8, 4, 3, padding=1)).eval()
@@ -549,4 +548,4 @@ def test_engine_worst_case_reusing_sub_attacks_equals_worst_case_run():
     labels = torch.randint(0, 4, (3, 12, 12))
     worst = default_worst_case(0.03, 0.01, 3)
     known = {repr(BIM(0.03, 0.01, 3)): BIM(0.03, 0.01, 3)(model, images, labels), repr(PGD(0.03, 0.01, 3)): PGD(0.03, 0.01, 3)(model, images, labels)}
-    assert torch.equal(worst_of(worst, model, images, labels, known), worst(model, images, labels))
+    assert torch.equal(worst.run(model, images, labels, known=known)[0], worst(model, images, labels))

@@ -39,16 +39,30 @@ class WorstCase(Attack):
         self.targeted = False
 
     def run(
-        self, model: torch.nn.Module, images: torch.Tensor, labels: torch.Tensor, score: bool = False
+        self,
+        model: torch.nn.Module,
+        images: torch.Tensor,
+        labels: torch.Tensor,
+        score: bool = False,
+        known: dict[str, torch.Tensor] | None = None,
     ) -> tuple[torch.Tensor, Score | None]:
+        """``known`` maps ``repr(attack)`` to adversarial images the caller already computed for
+        this batch (e.g. an evaluation that also reports each attack alone): those sub-attacks are
+        only scored (one no-grad forward) instead of being run again."""
         if not isinstance(model, torch.nn.Module):
             raise DdcatError(f"model must be a torch.nn.Module, got {type(model).__name__}")
         images, labels = check_inputs(images, labels)
+        known = known or {}
         best_x: torch.Tensor | None = None
         best: Score | None = None
         with eval_mode(model):
             for attack in self.attacks:
-                x, sc = attack.run(model, images, labels, score=True)
+                if repr(attack) in known:
+                    x = known[repr(attack)]
+                    with torch.no_grad():
+                        sc = Score.of(model(x), labels, targeted=False)
+                else:
+                    x, sc = attack.run(model, images, labels, score=True)
                 assert sc is not None
                 if best is None or best_x is None:
                     best_x, best = x, sc

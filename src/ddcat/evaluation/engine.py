@@ -16,7 +16,6 @@ from torch import nn
 from tqdm import tqdm
 
 from ddcat.attacks import BIM, WorstCase
-from ddcat.attacks._core import Score, select_images
 from ddcat.distributed import DistContext, all_reduce_sum
 from ddcat.metrics import ConfusionMatrix
 
@@ -49,27 +48,6 @@ def image_batches(dataset, batch_size: int, rank: int = 0, world: int = 1, max_i
         pending.append((image, label))
     if pending:
         yield torch.stack([p[0] for p in pending]), torch.stack([p[1] for p in pending])
-
-
-def worst_of(worst: WorstCase, model: nn.Module, images: torch.Tensor, labels: torch.Tensor, known: dict[str, torch.Tensor]) -> torch.Tensor:
-    """``worst(model, images, labels)``, reusing sub-attack results this batch already computed
-    (keyed by ``repr(attack)``): those cost one no-grad forward to be scored instead of a rerun.
-    Same choice rule as :class:`WorstCase`: fewest correct pixels, ties by higher CE, then order."""
-    best_x, best = None, None
-    for attack in worst.attacks:
-        x = known.get(repr(attack))
-        if x is None:
-            x, score = attack.run(model, images, labels, score=True)
-        else:
-            with torch.no_grad():
-                score = Score.of(model(x), labels, targeted=False)
-        if best is None:
-            best_x, best = x, score
-            continue
-        better = score.better_than(best)
-        best_x = select_images(better, x, best_x)
-        best = Score.select(better, score, best)
-    return best_x
 
 
 @torch.no_grad()
@@ -121,7 +99,8 @@ def evaluate(
             elif (s.source, repr(s.attack)) in done:
                 inputs = done[(s.source, repr(s.attack))]
             elif isinstance(s.attack, WorstCase):
-                inputs = worst_of(s.attack, model, images, labels, {a: x for (src, a), x in done.items() if src == s.source})
+                known = {a: x for (src, a), x in done.items() if src == s.source}
+                inputs, _ = s.attack.run(model, images, labels, known=known)
             else:
                 inputs = s.attack(model, images, labels)
             done[(s.source, repr(s.attack))] = inputs
