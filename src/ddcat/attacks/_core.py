@@ -203,3 +203,14 @@ class Score:
 
 def select_images(mask: torch.Tensor, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     return torch.where(mask.view(-1, *([1] * (a.dim() - 1))), a, b)
+
+
+def keep_better(
+    best_x: torch.Tensor | None, best: "Score | None", x: torch.Tensor, score: "Score"
+) -> tuple[torch.Tensor, "Score"]:
+    """Per image, the better of the kept (``best_x``, ``best``) and the new (``x``, ``score``);
+    the kept one on exact ties. With nothing kept yet, the new one."""
+    if best_x is None or best is None:
+        return x, score
+    better = score.better_than(best)
+    return select_images(better, x, best_x), Score.select(better, score, best)

@@ -33,7 +33,7 @@ from ddcat.attacks._core import (
     check_inputs,
     check_precision,
     eval_mode,
-    select_images,
+    keep_better,
 )
 from ddcat.attacks.projection import ball_bounds, project_with_bounds
 from ddcat.errors import DdcatError
@@ -230,15 +230,6 @@ class PGD(Attack):
         best_x: torch.Tensor | None = None
         best: Score | None = None
 
-        def keep_best(x: torch.Tensor, sc: Score) -> None:
-            nonlocal best_x, best
-            if best is None or best_x is None:
-                best_x, best = x, sc
-                return
-            better = sc.better_than(best)
-            best_x = select_images(better, x, best_x)
-            best = Score.select(better, sc, best)
-
         for _ in range(self.restarts):
             if self.random_start and self.eps > 0:
                 noise = torch.rand(images.shape, generator=gen, dtype=torch.float32)
@@ -248,9 +239,9 @@ class PGD(Attack):
                 x = images
             for t in range(1, self.steps + 1):
                 logits, grad = fwd.loss_and_grad(x, self._loss(labels, t))
-                keep_best(x, Score.of(logits, labels, self.targeted))
+                best_x, best = keep_better(best_x, best, x, Score.of(logits, labels, self.targeted))
                 x = project_with_bounds(_sign_step(x, grad, self.alpha, self.targeted), lower, upper)
-            keep_best(x, fwd.score(x, self.targeted))
+            best_x, best = keep_better(best_x, best, x, fwd.score(x, self.targeted))
         assert best_x is not None
         return best_x, best
 

@@ -7,7 +7,7 @@ from typing import Any, Sequence
 
 import torch
 
-from ddcat.attacks._core import Score, check_inputs, eval_mode, select_images
+from ddcat.attacks._core import Score, check_inputs, eval_mode, keep_better
 from ddcat.attacks.iterative import BIM, FGSM, PGD, Attack, CosPGD, SegPGD
 from ddcat.errors import DdcatError
 
@@ -64,12 +64,7 @@ class WorstCase(Attack):
                 else:
                     x, sc = attack.run(model, images, labels, score=True)
                 assert sc is not None
-                if best is None or best_x is None:
-                    best_x, best = x, sc
-                    continue
-                better = sc.better_than(best)
-                best_x = select_images(better, x, best_x)
-                best = Score.select(better, sc, best)
+                best_x, best = keep_better(best_x, best, x, sc)
         assert best_x is not None
         return best_x.detach(), best
 
