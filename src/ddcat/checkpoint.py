@@ -20,7 +20,7 @@ from typing import Any
 import torch
 
 from ddcat.errors import DdcatError
-from ddcat.models import Segmenter, build_model
+from ddcat.models import DDC_HEADS, Segmenter, build_model
 
 FORMAT = "ddcat"
 VERSION = 1
@@ -40,16 +40,6 @@ def atomic_save(obj: Any, path: str | Path) -> None:
         if os.path.exists(tmp):
             os.unlink(tmp)
         raise
-
-
-def model_spec(model: Segmenter, options: dict[str, Any]) -> dict[str, Any]:
-    return {
-        "arch": model.arch,
-        "backbone": options["backbone"],
-        "num_classes": model.num_classes,
-        "ddc": model.ddc,
-        "options": {k: v for k, v in options.items() if k != "backbone"},
-    }
 
 
 def spec_from_config(cfg: dict[str, Any], ddc: bool) -> dict[str, Any]:
@@ -107,7 +97,7 @@ def load_model(path: str | Path, expect: dict[str, Any] | None = None) -> tuple[
 
 def main_branch_state(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     """Drop DDC-AT's auxiliary and mask heads: what remains loads into the plain model."""
-    drop = ("heads.auxiliary.", "heads.mask.")
+    drop = tuple(f"heads.{h}." for h in DDC_HEADS)
     return {k: v for k, v in state.items() if not k.startswith(drop)}
 
 

@@ -157,3 +157,7 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("ddcat: interrupted", file=sys.stderr)
         return 130
+    finally:
+        from ddcat.distributed import shutdown
+
+        shutdown()

@@ -56,6 +56,7 @@ def all_reduce_sum(tensor: torch.Tensor, ctx: DistContext) -> torch.Tensor:
     return tensor
 
 
-def shutdown(ctx: DistContext) -> None:
-    if ctx.enabled and dist.is_initialized():
+def shutdown() -> None:
+    """End the process group, if this process started one (called once, when the command ends)."""
+    if dist.is_available() and dist.is_initialized():
         dist.destroy_process_group()
