@@ -61,7 +61,7 @@ def test_load_checkpoint_refuses_arbitrary_pickles(tmp_path):
     marker = tmp_path / "pwned"
     path = tmp_path / "evil.pt"
     torch.save({"format": "ddcat", "model": {}, "model_spec": {}, "x": Payload(str(marker))}, path)
-    with pytest.raises(DdcatError, match=r"evil\.pt is corrupt or not a ddcat checkpoint"):
+    with pytest.raises(DdcatError, match=r"evil\.pt contains Python objects that are not allowed .*it was not loaded"):
         load_checkpoint(path)
     assert not marker.exists()
 
@@ -81,7 +81,7 @@ def test_load_checkpoint_missing_truncated_and_foreign(tmp_path, clean_run):
         load_checkpoint(foreign)
     a_dir = tmp_path / "a_dir.pt"
     a_dir.mkdir()
-    with pytest.raises(DdcatError, match="not found"):
+    with pytest.raises(DdcatError, match="is a directory, not a file"):
         load_checkpoint(a_dir)
 
 

@@ -119,7 +119,7 @@ def test_invalid_choice_lists_the_choices(key, value):
 
 @pytest.mark.parametrize("value", ["1.5", "-0.1", "2"])
 def test_adv_fraction_outside_unit_interval(value):
-    with pytest.raises(DdcatError, match=r"'train\.adv_fraction' must lie in \[0, 1\]"):
+    with pytest.raises(DdcatError, match=r"'train\.adv_fraction' \(--set\) must lie in \[0, 1\]"):
         load_config(None, [f"train.adv_fraction={value}"])
 
 

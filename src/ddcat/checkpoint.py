@@ -7,26 +7,53 @@ A checkpoint is a dict::
      "model": state_dict, "config": {...}, ... training state for ``last.pt`` ...}
 
 Writing goes to a temporary file in the same folder, is flushed and fsynced, then renamed over
-the target, so a crash never leaves a truncated ``last.pt`` behind.
+the target, so a crash never leaves a truncated ``last.pt`` behind; a full disk is a one-line
+error. Reading is ``weights_only=True``, then every field is checked before anything is built:
+the model spec with the same rules as a config (so a crafted spec cannot ask for a huge model),
+and the state dict's shapes against a skeleton of the spec built on the ``meta`` device.
 """
 
 from __future__ import annotations
 
+import errno
 import os
+import pickle
+import shutil
 import tempfile
+import warnings
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from ddcat.errors import DdcatError
+from ddcat.config import DEFAULTS, check_value
+from ddcat.errors import DdcatError, show
 from ddcat.models import DDC_HEADS, Segmenter, build_model
 
 FORMAT = "ddcat"
 VERSION = 1
 
 
+def write_error(path: Path, exc: BaseException) -> DdcatError:
+    """A one-line error for a failed write (full disk, file-size limit, permissions)."""
+    code = getattr(exc, "errno", None)
+    if code in (errno.ENOSPC, errno.EDQUOT):
+        reason = "no space left on device"
+    elif code == errno.EFBIG:
+        reason = "file too large (file-size limit reached)"
+    elif isinstance(exc, OSError):
+        reason = exc.strerror or str(exc)
+    else:
+        try:  # torch.save reports a short write as "unexpected pos": look at the disk
+            full = shutil.disk_usage(path.parent).free < 1 << 20
+        except OSError:
+            full = False
+        reason = "no space left on device" if full else f"the write failed ({show(str(exc).splitlines()[0] if str(exc) else type(exc).__name__)})"
+    return DdcatError(f"cannot write {path}: {reason}")
+
+
 def atomic_save(obj: Any, path: str | Path) -> None:
+    """``torch.save`` to a temporary file in the same folder, fsync, rename over ``path``."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
@@ -36,10 +63,19 @@ def atomic_save(obj: Any, path: str | Path) -> None:
             fh.flush()
             os.fsync(fh.fileno())
         os.replace(tmp, path)
+    except (OSError, RuntimeError) as exc:
+        _unlink(tmp)
+        raise write_error(path, exc) from None
     except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+        _unlink(tmp)
         raise
+
+
+def _unlink(path: str | Path) -> None:
+    try:
+        os.unlink(path)
+    except OSError:
+        pass
 
 
 def spec_from_config(cfg: dict[str, Any], ddc: bool) -> dict[str, Any]:
@@ -61,18 +97,89 @@ def build_from_spec(spec: dict[str, Any], pretrained: str | None = None) -> Segm
 
 
 def load_checkpoint(path: str | Path) -> dict[str, Any]:
-    """Read a ddcat checkpoint safely; every failure is a one-line DdcatError naming the file."""
+    """Read a ddcat checkpoint safely; every failure is a one-line DdcatError naming the file.
+
+    The fields every checkpoint has are checked here: ``model_spec`` (with the config's rules)
+    and ``model`` (a state dict of tensors). Training fields are checked by :func:`check_resumable`.
+    """
     path = Path(path)
+    if path.is_dir():
+        raise DdcatError(f"checkpoint {path} is a directory, not a file")
     if not path.is_file():
         raise DdcatError(f"checkpoint not found: {path}")
     try:
-        ckpt = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # noqa: BLE001 - truncated / corrupt / foreign pickle
-        reason = str(exc).strip().splitlines()[0][:120] if str(exc).strip() else type(exc).__name__
-        raise DdcatError(f"checkpoint {path} is corrupt or not a ddcat checkpoint ({reason})") from None
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as exc:
+        if "weights_only" in str(exc) or "Unsupported global" in str(exc):
+            raise DdcatError(
+                f"checkpoint {path} contains Python objects that are not allowed in a checkpoint "
+                "(only tensors and plain data are); it was not loaded"
+            ) from None
+        raise DdcatError(f"checkpoint {path} is corrupt or not a ddcat checkpoint ({_first_line(exc)})") from None
+    except Exception as exc:  # noqa: BLE001 - truncated / corrupt / foreign file
+        raise DdcatError(f"checkpoint {path} is corrupt or not a ddcat checkpoint ({_first_line(exc)})") from None
     if not isinstance(ckpt, dict) or ckpt.get("format") != FORMAT or "model" not in ckpt or "model_spec" not in ckpt:
         raise DdcatError(f"checkpoint {path} is not a ddcat checkpoint (missing 'format'/'model'/'model_spec')")
+    ckpt["model_spec"] = check_spec(ckpt["model_spec"], path)
+    state = ckpt["model"]
+    if not isinstance(state, dict) or not all(isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in state.items()):
+        raise DdcatError(f"checkpoint {path}: 'model' must be a state dict (names -> tensors), got {type(state).__name__}")
     return ckpt
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return show(text.splitlines()[0])[1:-1] if text else type(exc).__name__
+
+
+#: model_spec field -> the config key whose rules it follows.
+SPEC_KEYS = {"arch": "model.arch", "backbone": "model.backbone", "num_classes": "data.num_classes"}
+
+
+def check_spec(spec: Any, path: str | Path) -> dict[str, Any]:
+    """A checkpoint's model spec, checked with the same rules as a config (one-line errors)."""
+    where = f" in checkpoint {path} (model_spec)"
+    if not isinstance(spec, dict):
+        raise DdcatError(f"checkpoint {path}: 'model_spec' must be a mapping, got {type(spec).__name__}")
+    missing = [k for k in (*SPEC_KEYS, "ddc", "options") if k not in spec]
+    if missing:
+        raise DdcatError(f"checkpoint {path}: 'model_spec' lacks {', '.join(missing)}")
+    out = dict(spec)
+    for field, key in SPEC_KEYS.items():
+        out[field] = check_value(key, spec[field], where)
+    if not isinstance(spec["ddc"], bool):
+        raise DdcatError(f"checkpoint {path}: 'model_spec.ddc' must be true or false, got {show(spec['ddc'])}")
+    options = spec["options"]
+    if not isinstance(options, dict):
+        raise DdcatError(f"checkpoint {path}: 'model_spec.options' must be a mapping, got {type(options).__name__}")
+    known = set(DEFAULTS["model"]) - {"arch", "backbone", "pretrained"}
+    unknown = [show(k) for k in options if k not in known]
+    if unknown:
+        raise DdcatError(f"checkpoint {path}: unknown model option(s) {', '.join(unknown)} in 'model_spec.options'")
+    out["options"] = {k: check_value(f"model.{k}", v, where) for k, v in options.items()}
+    if out["options"].get("output_stride", 8) not in (8, 16, 32):
+        raise DdcatError(f"checkpoint {path}: model_spec output_stride must be 8, 16 or 32, got {out['options']['output_stride']}")
+    return out
+
+
+def check_state_shapes(state: dict[str, torch.Tensor], spec: dict[str, Any], path: str | Path) -> None:
+    """Compare a state dict with the spec's model, built on the ``meta`` device (no memory):
+    a missing or unexpected key, or a shape mismatch, is an error naming the first one."""
+    with torch.device("meta"):
+        skeleton = build_from_spec(spec).state_dict()
+    for key, want in skeleton.items():
+        if key not in state:
+            raise DdcatError(f"checkpoint {path} does not match its model spec: missing weight {key!r}")
+        if tuple(state[key].shape) != tuple(want.shape):
+            raise DdcatError(
+                f"checkpoint {path} does not match its model spec: {key!r} has shape {tuple(state[key].shape)}, "
+                f"the model needs {tuple(want.shape)}"
+            )
+    extra = [k for k in state if k not in skeleton]
+    if extra:
+        raise DdcatError(f"checkpoint {path} does not match its model spec: unexpected weight {show(extra[0])}")
 
 
 def load_model(path: str | Path, expect: dict[str, Any] | None = None) -> tuple[Segmenter, dict[str, Any]]:
@@ -85,14 +192,25 @@ def load_model(path: str | Path, expect: dict[str, Any] | None = None) -> tuple[
     spec = ckpt["model_spec"]
     for key, want in (expect or {}).items():
         if spec.get(key) != want:
-            raise DdcatError(f"checkpoint {path} has {key}={spec.get(key)!r}, expected {want!r}")
+            raise DdcatError(f"checkpoint {path} has {key}={show(spec.get(key))}, expected {want!r}")
+    check_state_shapes(ckpt["model"], spec, path)
     model = build_from_spec(spec)
-    try:
-        model.load_state_dict(ckpt["model"], strict=True)
-    except RuntimeError as exc:
-        first = str(exc).splitlines()[0]
-        raise DdcatError(f"checkpoint {path} does not match its model spec: {first}") from None
+    model.load_state_dict(ckpt["model"], strict=True)
     return model, ckpt
+
+
+def check_resumable(ckpt: dict[str, Any], path: str | Path) -> None:
+    """The training state ``--resume`` needs: optimizer, RNG state, iteration (one-line errors)."""
+    if "exported_from" in ckpt or "optimizer" not in ckpt:
+        what = "an exported model (ddcat export)" if "exported_from" in ckpt else "not a training checkpoint"
+        raise DdcatError(f"checkpoint {path} is {what}: it has no optimizer state to resume from; resume from the run's last.pt")
+    if not isinstance(ckpt["optimizer"], dict) or not {"state", "param_groups"} <= set(ckpt["optimizer"]):
+        raise DdcatError(f"checkpoint {path}: 'optimizer' is not an optimizer state")
+    if not isinstance(ckpt.get("rng"), list) or not ckpt["rng"]:
+        raise DdcatError(f"checkpoint {path}: 'rng' (the random-number state) is missing or malformed")
+    iteration = ckpt.get("iteration")
+    if isinstance(iteration, bool) or not isinstance(iteration, int) or iteration < 0:
+        raise DdcatError(f"checkpoint {path}: 'iteration' must be an integer >= 0, got {show(iteration)}")
 
 
 def main_branch_state(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
@@ -113,7 +231,6 @@ def export_main_branch(src: str | Path, dst: str | Path) -> dict[str, Any]:
         "config": ckpt.get("config", {}),
         "exported_from": str(src),
     }
-    model = build_from_spec(spec)
-    model.load_state_dict(out["model"], strict=True)  # proves it loads before anything is written
+    check_state_shapes(out["model"], spec, src)  # proves it loads before anything is written
     atomic_save(out, dst)
     return out

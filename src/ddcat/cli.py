@@ -13,24 +13,15 @@ User mistakes print ``ddcat: error: <one line>`` and exit with code 2, leaving n
 from __future__ import annotations
 
 import argparse
+import errno
 import os
-import shutil
 import sys
 from pathlib import Path
-from typing import Any, Callable
 
-from ddcat.errors import DdcatError
+from ddcat.errors import DdcatError, Interrupted, show
+from ddcat.outdir import OutputFolder, check_writable_folder
 
-
-def _out_guard(out: Path, fn: Callable[[], Any]) -> Any:
-    """Run ``fn``; if it fails and ``out`` did not exist before, remove what it created."""
-    existed = out.exists()
-    try:
-        return fn()
-    except BaseException:
-        if not existed and out.exists():
-            shutil.rmtree(out, ignore_errors=True)
-        raise
+RUN_FILES = ("last.pt", "last.prev.pt")
 
 
 def cmd_train(args: argparse.Namespace) -> int:
@@ -42,36 +33,67 @@ def cmd_train(args: argparse.Namespace) -> int:
         sets.append(f"train.method={args.method}")
     cfg = load_config(args.config, sets)
     out = Path(args.out)
-    if (out / "last.pt").exists() and args.resume is None:
-        raise DdcatError(f"{out} already holds a training run (last.pt); pass --resume to continue it or choose another --out")
-    resume: Any = False
+    held = [name for name in RUN_FILES if (out / name).exists()]
+    if held and args.resume is None:
+        raise DdcatError(f"{out} already holds a training run ({held[0]}); pass --resume to continue it or choose another --out")
+    resume: bool | str = False
     if args.resume is not None:
         resume = True if args.resume == "" else args.resume
-    last = _out_guard(out, lambda: train(cfg, out, resume=resume, device=args.device, progress=not args.no_progress))
+    with OutputFolder(out):
+        try:
+            last = train(cfg, out, resume=resume, device=args.device, progress=not args.no_progress)
+        except KeyboardInterrupt:
+            raise Interrupted(resume_hint(out, args)) from None
     if os.environ.get("RANK", "0") == "0":
         print(f"checkpoint: {last}")
     return 0
+
+
+def resume_hint(out: Path, args: argparse.Namespace) -> str:
+    """How to continue an interrupted training run (or that nothing was saved yet)."""
+    if not any((out / name).exists() for name in RUN_FILES):
+        return "no checkpoint had been written yet"
+    command = ["ddcat", "train"]
+    if args.config:
+        command += ["--config", str(args.config)]
+    if args.method:
+        command += ["--method", args.method]
+    for pair in args.set or []:
+        command += ["--set", pair]
+    command += ["--out", str(out), "--resume"]
+    return f"the run is saved in {out / 'last.pt'}; continue it with: {' '.join(command)}"
 
 
 def cmd_eval(args: argparse.Namespace) -> int:
     from ddcat.evaluation.run import run_eval
 
     out = Path(args.out)
-    _out_guard(out, lambda: run_eval(args))
+    if (out / "metrics.json").exists() and not args.overwrite:
+        raise DdcatError(f"{out} already holds an evaluation (metrics.json); pass --overwrite to replace it or choose another --out")
+    with OutputFolder(out):
+        run_eval(args)
     return 0
 
 
 def cmd_export(args: argparse.Namespace) -> int:
     from ddcat.checkpoint import export_main_branch
 
-    export_main_branch(args.checkpoint, args.output)
-    print(f"wrote {args.output} (main branch only, loads into the plain model)")
+    output = Path(args.output)
+    if output.is_dir():
+        raise DdcatError(f"export output {output} is a folder; give a file name, e.g. {output / 'model.pt'}")
+    if output.exists() and not args.overwrite:
+        raise DdcatError(f"export output {output} exists; pass --overwrite to replace it")
+    check_writable_folder(output.parent, "the folder of export output")
+    export_main_branch(args.checkpoint, output)
+    print(f"wrote {output} (main branch only, loads into the plain model)")
     return 0
 
 
 def cmd_plot_train(args: argparse.Namespace) -> int:
     from ddcat.reporting.plots import plot_training
 
+    if args.out:
+        check_writable_folder(Path(args.out))
     paths = plot_training(Path(args.run), Path(args.out) if args.out else None)
     for p in paths:
         print(f"wrote {p}")
@@ -81,14 +103,16 @@ def cmd_plot_train(args: argparse.Namespace) -> int:
 def cmd_experiment(args: argparse.Namespace) -> int:
     from ddcat.experiment import run_experiment_file
 
-    run_experiment_file(args.file, Path(args.out), sets=args.set or [], device=args.device, progress=not args.no_progress, quick=args.quick)
+    with OutputFolder(args.out):
+        run_experiment_file(args.file, Path(args.out), sets=args.set or [], device=args.device, progress=not args.no_progress, quick=args.quick)
     return 0
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
     from ddcat.experiment import run_demo
 
-    run_demo(Path(args.out), quick=args.quick, device=args.device, progress=not args.no_progress)
+    with OutputFolder(args.out):
+        run_demo(Path(args.out), quick=args.quick, device=args.device, progress=not args.no_progress)
     return 0
 
 
@@ -118,12 +142,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--transfer-from", nargs="+", default=None, metavar="CKPT", help="substitute models for black-box transfer")
     p.add_argument("--split", default="val", choices=("train", "val"))
     p.add_argument("--out", required=True)
+    p.add_argument("--overwrite", action="store_true", help="replace an evaluation already in --out")
     common(p)
     p.set_defaults(fn=cmd_eval)
 
     p = sub.add_parser("export", help="write the main branch alone as a plain-model checkpoint")
     p.add_argument("checkpoint")
     p.add_argument("output")
+    p.add_argument("--overwrite", action="store_true", help="replace OUTPUT if it exists")
     p.set_defaults(fn=cmd_export)
 
     p = sub.add_parser("plot-train", help="plot losses and DDC-AT routing shares of a training run")
@@ -154,9 +180,18 @@ def main(argv: list[str] | None = None) -> int:
     except DdcatError as exc:
         print(f"ddcat: error: {exc}", file=sys.stderr)
         return 2
-    except KeyboardInterrupt:
-        print("ddcat: interrupted", file=sys.stderr)
+    except (KeyboardInterrupt, Interrupted) as exc:
+        hint = exc.hint if isinstance(exc, Interrupted) else ""
+        print(f"ddcat: interrupted{'; ' + hint if hint else ''}", file=sys.stderr)
         return 130
+    except OSError as exc:  # a full disk, a vanished folder, permissions: the user's environment
+        if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+            reason = "no space left on device"
+        else:
+            reason = exc.strerror or type(exc).__name__
+        where = f": {show(exc.filename)[1:-1]}" if exc.filename else ""
+        print(f"ddcat: error: {reason}{where}", file=sys.stderr)
+        return 2
     finally:
         from ddcat.distributed import shutdown
 

@@ -9,12 +9,14 @@ lists the valid keys.
 from __future__ import annotations
 
 import copy
+import math
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import yaml
 
-from ddcat.errors import DdcatError
+from ddcat.errors import DdcatError, show
 
 # ``None`` defaults accept a value of any of the listed types (see _NULLABLE).
 DEFAULTS: dict[str, Any] = {
@@ -105,6 +107,75 @@ CHOICES: dict[str, tuple[str, ...]] = {
 }
 
 
+@dataclass(frozen=True)
+class Range:
+    """Allowed interval of a numeric key; ``None`` = unbounded, ``open_*`` excludes the bound."""
+
+    lo: float | None = None
+    hi: float | None = None
+    open_lo: bool = False
+    open_hi: bool = False
+
+    def contains(self, v: float) -> bool:
+        if self.lo is not None and (v < self.lo or (self.open_lo and v == self.lo)):
+            return False
+        return not (self.hi is not None and (v > self.hi or (self.open_hi and v == self.hi)))
+
+    def describe(self) -> str:
+        def num(v: float) -> str:
+            return str(int(v)) if float(v).is_integer() else f"{v:g}"
+
+        if self.lo is not None and self.hi is None:
+            return f"be {'>' if self.open_lo else '>='} {num(self.lo)}"
+        if self.hi is not None and self.lo is None:
+            return f"be {'<' if self.open_hi else '<='} {num(self.hi)}"
+        return f"lie in {'(' if self.open_lo else '['}{num(self.lo)}, {num(self.hi)}{')' if self.open_hi else ']'}"
+
+
+AT_LEAST_0, AT_LEAST_1, POSITIVE = Range(0), Range(1), Range(0, open_lo=True)
+
+#: Every numeric key's allowed values (every float key must also be finite). A bounded
+#: ``model.width`` keeps a crafted config or checkpoint from asking for a huge allocation.
+RANGES: dict[str, Range] = {
+    "seed": Range(0, 2**31 - 1),
+    "model.width": Range(1, 1024),
+    "model.head_channels": Range(0, 16384),
+    "model.dropout": Range(0.0, 1.0, open_hi=True),
+    "data.num_classes": Range(2, 255),
+    "data.seed": Range(0, 2**31 - 1),
+    "data.image_size": Range(8, 8192),
+    "data.num_train": AT_LEAST_1,
+    "data.num_val": AT_LEAST_1,
+    "data.scale_min": POSITIVE,
+    "data.scale_max": POSITIVE,
+    "data.rotate": Range(0.0, 180.0),
+    "data.workers": Range(0, 256),
+    "train.iters": AT_LEAST_1,
+    "train.batch_size": AT_LEAST_1,
+    "train.accum_steps": AT_LEAST_1,
+    "train.crop_size": Range(8, 8192),
+    "train.lr": POSITIVE,
+    "train.head_lr_mult": POSITIVE,
+    "train.momentum": Range(0.0, 1.0, open_hi=True),
+    "train.weight_decay": AT_LEAST_0,
+    "train.poly_power": AT_LEAST_0,
+    "train.deep_sup_weight": AT_LEAST_0,
+    "train.adv_fraction": Range(0.0, 1.0),
+    "train.lambda_main": AT_LEAST_0,
+    "train.lambda_aux": AT_LEAST_0,
+    "train.lambda_mask": AT_LEAST_0,
+    "train.save_every": AT_LEAST_1,
+    "train.log_every": AT_LEAST_1,
+    "attack.eps": Range(0.0, 1.0),
+    "attack.alpha": Range(0.0, 1.0, open_lo=True),
+    "attack.steps": Range(0, 10000),
+    "eval.crop_size": Range(0, 8192),
+    "eval.stride_rate": Range(0.0, 1.0, open_lo=True),
+    "eval.batch_size": AT_LEAST_1,
+    "eval.max_images": AT_LEAST_0,
+}
+
+
 def flat_keys(tree: dict[str, Any] = DEFAULTS, prefix: str = "") -> list[str]:
     """All dotted keys of a config tree, e.g. ``['seed', 'model.arch', ...]``."""
     keys: list[str] = []
@@ -128,18 +199,19 @@ def _unknown(key: str, where: str) -> DdcatError:
     return DdcatError(f"unknown config key '{key}'{where}; valid keys: {', '.join(flat_keys())}")
 
 
-def _check_value(key: str, value: Any, where: str) -> Any:
+def check_value(key: str, value: Any, where: str = "") -> Any:
+    """``value`` for ``key`` after the type, choice and range checks (ints widen to floats)."""
     default = _default_of(key)
     if default is None:
         allowed = _NULLABLE[key]
         if value is not None and not isinstance(value, allowed):
-            raise DdcatError(f"config key '{key}'{where} must be {allowed[0].__name__} or null, got {value!r}")
+            raise DdcatError(f"config key '{key}'{where} must be {allowed[0].__name__} or null, got {show(value)}")
     elif isinstance(default, bool):
         if not isinstance(value, bool):
-            raise DdcatError(f"config key '{key}'{where} must be true or false, got {value!r}")
+            raise DdcatError(f"config key '{key}'{where} must be true or false, got {show(value)}")
     elif isinstance(default, int):
         if isinstance(value, bool) or not isinstance(value, int):
-            raise DdcatError(f"config key '{key}'{where} must be an integer, got {value!r}")
+            raise DdcatError(f"config key '{key}'{where} must be an integer, got {show(value)}")
     elif isinstance(default, float):
         if isinstance(value, str):  # YAML reads 1e-4 (no dot) as a string
             try:
@@ -147,13 +219,17 @@ def _check_value(key: str, value: Any, where: str) -> Any:
             except ValueError:
                 pass
         if isinstance(value, bool) or not isinstance(value, (int, float)):
-            raise DdcatError(f"config key '{key}'{where} must be a number, got {value!r}")
+            raise DdcatError(f"config key '{key}'{where} must be a number, got {show(value)}")
         value = float(value)
+        if not math.isfinite(value):
+            raise DdcatError(f"config key '{key}'{where} must be a finite number, got {value}")
     elif isinstance(default, str):
         if not isinstance(value, str):
-            raise DdcatError(f"config key '{key}'{where} must be a string, got {value!r}")
+            raise DdcatError(f"config key '{key}'{where} must be a string, got {show(value)}")
     if key in CHOICES and value not in CHOICES[key]:
-        raise DdcatError(f"config key '{key}'{where} must be one of {', '.join(CHOICES[key])}, got {value!r}")
+        raise DdcatError(f"config key '{key}'{where} must be one of {', '.join(CHOICES[key])}, got {show(value)}")
+    if key in RANGES and not RANGES[key].contains(value):
+        raise DdcatError(f"config key '{key}'{where} must {RANGES[key].describe()}, got {value}")
     return value
 
 
@@ -173,7 +249,7 @@ def _set(cfg: dict[str, Any], key: str, value: Any, where: str) -> None:
         for sub, subvalue in value.items():
             _set(cfg, f"{key}.{sub}", subvalue, where)
         return
-    target[parts[-1]] = _check_value(key, value, where)
+    target[parts[-1]] = check_value(key, value, where)
 
 
 def merge(cfg: dict[str, Any], overrides: dict[str, Any], where: str = "") -> dict[str, Any]:
@@ -182,14 +258,14 @@ def merge(cfg: dict[str, Any], overrides: dict[str, Any], where: str = "") -> di
     if not isinstance(overrides, dict):
         raise DdcatError(f"config{where} must be a mapping of sections, got {type(overrides).__name__}")
     for key, value in overrides.items():
-        _set(out, str(key), value, where)
+        _set(out, show(key) if not isinstance(key, str) else key, value, where)
     return out
 
 
 def parse_override(text: str) -> tuple[str, Any]:
     """``'train.lr=0.02'`` -> ``('train.lr', 0.02)``; the value is read as YAML."""
     if "=" not in text:
-        raise DdcatError(f"--set expects key=value, got '{text}'")
+        raise DdcatError(f"--set expects key=value, got {show(text)}")
     key, raw = text.split("=", 1)
     try:
         value = yaml.safe_load(raw) if raw != "" else ""
@@ -198,16 +274,51 @@ def parse_override(text: str) -> tuple[str, Any]:
     return key.strip(), value
 
 
-def load_yaml(path: str | Path) -> dict[str, Any]:
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """YAML's safe loader that rejects a key given twice in one mapping (YAML itself keeps the last)."""
+
+
+def _construct_mapping(loader: yaml.SafeLoader, node: yaml.MappingNode, deep: bool = False) -> dict:
+    seen: set = set()
+    for key_node, _ in node.value:
+        if not isinstance(key_node, yaml.ScalarNode):
+            continue
+        key = loader.construct_object(key_node, deep=deep)
+        if key in seen:
+            raise yaml.constructor.ConstructorError(None, None, f"duplicate key {show(key)}", key_node.start_mark)
+        seen.add(key)
+    return loader.construct_mapping(node, deep=deep)
+
+
+_UniqueKeyLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _construct_mapping)
+
+
+def load_yaml(path: str | Path, what: str = "config file") -> dict[str, Any]:
+    """A YAML file as a dict. An empty file is an empty dict (no overrides); a key given twice,
+    a file that is not UTF-8 or not YAML, or a top level that is not a mapping is an error."""
     path = Path(path)
+    if path.is_dir():
+        raise DdcatError(f"{what} {path} is a directory, not a file")
     if not path.is_file():
-        raise DdcatError(f"config file not found: {path}")
+        raise DdcatError(f"{what} not found: {path}")
     try:
-        data = yaml.safe_load(path.read_text())
+        text = path.read_bytes().decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise DdcatError(f"{what} {path} is not UTF-8 text (byte {exc.start})") from None
+    except OSError as exc:
+        raise DdcatError(f"cannot read {what} {path}: {exc.strerror}") from None
+    try:
+        data = yaml.load(text, Loader=_UniqueKeyLoader)
     except yaml.YAMLError as exc:
         first = str(exc).splitlines()[0] if str(exc) else "invalid YAML"
-        raise DdcatError(f"config file {path} is not valid YAML: {first}") from None
-    return data or {}
+        mark = getattr(exc, "problem_mark", None)
+        where = f" (line {mark.line + 1})" if mark is not None else ""
+        raise DdcatError(f"{what} {path} is not valid YAML{where}: {show(first)[1:-1]}") from None
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise DdcatError(f"{what} {path} must hold a mapping of sections, got {type(data).__name__}")
+    return data
 
 
 def load_config(path: str | Path | None = None, sets: list[str] | tuple[str, ...] = ()) -> dict[str, Any]:
@@ -215,14 +326,11 @@ def load_config(path: str | Path | None = None, sets: list[str] | tuple[str, ...
     cfg = copy.deepcopy(DEFAULTS)
     if path is not None:
         cfg = merge(cfg, load_yaml(path), where=f" in {path}")
-    for text in sets:
-        key, value = parse_override(text)
-        _set(cfg, key, value, where=" (--set)")
-    validate(cfg)
-    return cfg
+    return apply_sets(cfg, sets)
 
 
 def apply_sets(cfg: dict[str, Any], sets: list[str] | tuple[str, ...]) -> dict[str, Any]:
+    """A copy of ``cfg`` with ``--set key=value`` overrides applied, then validated as a whole."""
     out = copy.deepcopy(cfg)
     for text in sets:
         key, value = parse_override(text)
@@ -232,25 +340,17 @@ def apply_sets(cfg: dict[str, Any], sets: list[str] | tuple[str, ...]) -> dict[s
 
 
 def validate(cfg: dict[str, Any]) -> None:
-    """Cross-key checks that a per-key type check cannot make."""
+    """Cross-key checks that a per-key check (type, choice, range) cannot make."""
     t, a, d = cfg["train"], cfg["attack"], cfg["data"]
-    if not 0.0 <= t["adv_fraction"] <= 1.0:
-        raise DdcatError(f"config key 'train.adv_fraction' must lie in [0, 1], got {t['adv_fraction']}")
-    for key in ("iters", "batch_size", "accum_steps", "crop_size", "save_every", "log_every"):
-        if t[key] <= 0:
-            raise DdcatError(f"config key 'train.{key}' must be positive, got {t[key]}")
-    if t["lr"] <= 0:
-        raise DdcatError(f"config key 'train.lr' must be positive, got {t['lr']}")
-    if a["eps"] < 0:
-        raise DdcatError(f"config key 'attack.eps' must be >= 0, got {a['eps']}")
-    if a["alpha"] <= 0:
-        raise DdcatError(f"config key 'attack.alpha' must be > 0, got {a['alpha']}")
-    if a["steps"] < 0:
-        raise DdcatError(f"config key 'attack.steps' must be >= 0, got {a['steps']}")
-    if d["num_classes"] < 2:
-        raise DdcatError(f"config key 'data.num_classes' must be at least 2, got {d['num_classes']}")
     if cfg["model"]["output_stride"] not in (8, 16, 32):
         raise DdcatError(f"config key 'model.output_stride' must be 8, 16 or 32, got {cfg['model']['output_stride']}")
+    if d["scale_min"] > d["scale_max"]:
+        raise DdcatError(f"config key 'data.scale_min' ({d['scale_min']}) must not exceed 'data.scale_max' ({d['scale_max']})")
+    if t["method"] != "clean" and t["adv_fraction"] > 0:
+        if a["steps"] == 0:
+            raise DdcatError(f"config key 'attack.steps' is 0 for --method {t['method']}: the 'adversarial' images would be clean; use --method clean or steps >= 1")
+        if a["eps"] == 0:
+            raise DdcatError(f"config key 'attack.eps' is 0 for --method {t['method']}: the 'adversarial' images would be clean; use --method clean or eps > 0")
 
 
 def dump(cfg: dict[str, Any]) -> str:

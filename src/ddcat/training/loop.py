@@ -10,9 +10,10 @@
 from __future__ import annotations
 
 import contextlib
-import json
 import os
 import random
+import shutil
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -24,7 +25,17 @@ from torch import nn
 from tqdm import tqdm
 
 from ddcat.attacks import build_attack
-from ddcat.checkpoint import FORMAT, VERSION, atomic_save, build_from_spec, load_checkpoint, spec_from_config
+from ddcat.checkpoint import (
+    FORMAT,
+    VERSION,
+    atomic_save,
+    build_from_spec,
+    check_resumable,
+    check_state_shapes,
+    load_checkpoint,
+    spec_from_config,
+    write_error,
+)
 from ddcat.data import build_dataset
 from ddcat.distributed import DistContext, barrier, init_distributed
 from ddcat.errors import DdcatError
@@ -36,6 +47,7 @@ from ddcat.training.ddcat import DivideAndConquerTraining
 from ddcat.training.optim import build_optimizer, set_poly_lr
 from ddcat.training.sampling import EpochIndexed, ResumableBatchSampler, collate, iteration_seed
 from ddcat.training.sat import StandardAdversarialTraining
+from ddcat.training.trainlog import LOG_NAME, LogWriter, truncated_text
 
 METHODS = ("clean", "sat", "ddcat", "ddcat-m", "ddcat-n")
 
@@ -79,21 +91,61 @@ def _set_rng_state(states: list[Any], ctx: DistContext) -> None:
         torch.cuda.set_rng_state(s["cuda"], ctx.device)
 
 
-def truncate_log(path: Path, iteration: int) -> None:
-    """Drop log lines of iterations after ``iteration`` (work lost by a crash and redone on resume)."""
-    if not path.exists():
-        return
-    keep = [line for line in path.read_text().splitlines() if line.strip() and json.loads(line)["iter"] <= iteration]
-    path.write_text("".join(line + "\n" for line in keep))
+PREV_NAME = "last.prev.pt"
 
 
 def save_last(path: Path, payload: dict[str, Any]) -> None:
-    """Atomically replace ``last.pt``, keeping the one before as ``last.prev.pt``."""
+    """Atomically replace ``last.pt``, keeping the one before as ``last.prev.pt``.
+
+    At every instant ``last.pt`` exists (once written) and holds a whole checkpoint: the previous
+    one becomes ``last.prev.pt`` through a hard link (a copy where links are not supported) before
+    the new file is renamed over ``last.pt``."""
     tmp = path.with_name(path.name + ".new")
     atomic_save(payload, tmp)
-    if path.exists():
-        os.replace(path, path.with_name("last.prev.pt"))
-    os.replace(tmp, path)
+    try:
+        if path.exists():
+            prev_tmp = path.with_name(f".{PREV_NAME}.link")
+            if prev_tmp.exists():
+                prev_tmp.unlink()
+            try:
+                os.link(path, prev_tmp)
+            except OSError:
+                shutil.copy2(path, prev_tmp)
+            os.replace(prev_tmp, path.with_name(PREV_NAME))
+        os.replace(tmp, path)
+    except OSError as exc:
+        raise write_error(path, exc) from None
+
+
+def remove_stale_temporaries(out: Path) -> list[Path]:
+    """Temporary files a kill during a save left behind (``.last.pt.new.*.tmp`` and the like)."""
+    stale = [p for pattern in (".last.pt*.tmp", "last.pt.new", f".{PREV_NAME}.link") for p in out.glob(pattern)]
+    for p in stale:
+        try:
+            p.unlink()
+        except OSError:
+            pass
+    return stale
+
+
+def resume_checkpoint(out: Path, resume: str | Path | bool, iters: int) -> tuple[Path, dict[str, Any]]:
+    """The checkpoint ``--resume`` continues from, checked; ``last.prev.pt`` when ``last.pt`` is
+    missing (a kill between the two renames of an older ddcat)."""
+    path = out / "last.pt" if resume is True else Path(resume)
+    prev = path.with_name(PREV_NAME)
+    if resume is True and not path.exists() and prev.is_file():
+        print(f"ddcat: {path} is missing; resuming from {prev}", file=sys.stderr)
+        path = prev
+    try:
+        ckpt = load_checkpoint(path)
+    except DdcatError as exc:
+        if path.name == "last.pt" and prev.is_file():
+            raise DdcatError(f"{exc}; the previous checkpoint is intact: resume with --resume {prev}") from None
+        raise
+    check_resumable(ckpt, path)
+    if ckpt["iteration"] > iters:
+        raise DdcatError(f"checkpoint {path} is at iteration {ckpt['iteration']}, past train.iters={iters}; raise train.iters to continue training")
+    return path, ckpt
 
 
 def _autocast(cfg: dict[str, Any], device: torch.device):
@@ -155,16 +207,10 @@ def train(cfg: dict[str, Any], out: str | Path, resume: str | Path | bool = Fals
     spec = spec_from_config(cfg, ddc=method.needs_ddc_heads)
     ckpt = None
     if resume:
-        path = out / "last.pt" if resume is True else Path(resume)
-        try:
-            ckpt = load_checkpoint(path)
-        except DdcatError as exc:
-            prev = path.with_name("last.prev.pt")
-            if path.name == "last.pt" and prev.exists():
-                raise DdcatError(f"{exc}; the previous checkpoint is intact: resume with --resume {prev}") from None
-            raise
+        path, ckpt = resume_checkpoint(out, resume, t["iters"])
         if ckpt["model_spec"] != spec:
             raise DdcatError(f"checkpoint {path} was trained with another model ({ckpt['model_spec']}) than the config asks for ({spec})")
+        check_state_shapes(ckpt["model"], spec, path)
     torch.manual_seed(cfg["seed"])  # the same initial weights on every rank and every run of this seed
     model = build_from_spec(spec, pretrained=None if ckpt else cfg["model"]["pretrained"]).to(ctx.device)
     if ctx.enabled and ctx.device.type == "cuda":
@@ -201,11 +247,13 @@ def train(cfg: dict[str, Any], out: str | Path, resume: str | Path | bool = Fals
         persistent_workers=workers > 0,
     )
 
-    if ctx.is_main:
+    log = None
+    if ctx.is_main:  # nothing is written before the resume is known to work
+        remove_stale_temporaries(out)
+        log_text = truncated_text(out / LOG_NAME, start)
         write_run_files(out, cfg, "train", {"world_size": ctx.world, "device": str(ctx.device), "resumed_from": start})
-    if ctx.is_main:
-        truncate_log(out / "train_log.jsonl", start)
-    log = open(out / "train_log.jsonl", "a") if ctx.is_main else None
+        (out / LOG_NAME).write_text(log_text)
+        log = LogWriter(out / LOG_NAME)
     bar = tqdm(total=t["iters"], initial=start, desc=f"train {method.name}", disable=not (progress and ctx.is_main), dynamic_ncols=True)
     last = out / "last.pt"
     model.train()
@@ -223,9 +271,7 @@ def train(cfg: dict[str, Any], out: str | Path, resume: str | Path | bool = Fals
             scaler.update()
             done = iteration + 1
             if log is not None and (done % t["log_every"] == 0 or done == t["iters"]):
-                record = {"iter": done, "lr": lr, "time": time.perf_counter() - tic, **stats}
-                log.write(json.dumps(record) + "\n")
-                log.flush()
+                log.write({"iter": done, "lr": lr, "time": time.perf_counter() - tic, **stats})
             bar.update(1)
             bar.set_postfix(loss=f"{stats['loss']:.3f}")
             if done % t["save_every"] == 0 or done == t["iters"]:

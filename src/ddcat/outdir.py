@@ -1,0 +1,133 @@
+"""Output folders: checked before any work, held under an exclusive lock, never lost on failure.
+
+Every command that writes a folder (``train``, ``eval``, ``experiment``, ``demo``) runs inside
+:class:`OutputFolder`:
+
+* the location is checked first (an existing file, a path below a file, an unwritable place are
+  one-line errors before anything is computed);
+* an exclusive ``flock`` on ``OUT/.ddcat.lock`` keeps a second process out; it is refused with a
+  message naming the holder (pid, host, command). With ``torchrun`` only rank 0 takes it;
+* on failure or Ctrl-C, a folder the command created is removed only if nothing below it is a
+  checkpoint (``*.pt``): half-written output goes, a resumable run never does. A folder that
+  existed before is never removed.
+"""
+
+from __future__ import annotations
+
+import errno
+import fcntl
+import json
+import os
+import shutil
+import socket
+import sys
+import time
+from pathlib import Path
+from types import TracebackType
+
+from ddcat.errors import DdcatError, show
+
+LOCK_NAME = ".ddcat.lock"
+
+
+def is_main_rank() -> bool:
+    return os.environ.get("RANK", "0") == "0"
+
+
+def check_writable_folder(path: Path, what: str = "--out") -> None:
+    """A one-line error unless ``path`` is, or can be created as, a writable folder."""
+    if path.exists() and not path.is_dir():
+        raise DdcatError(f"{what} {path} exists and is not a folder")
+    for parent in path.parents:
+        if parent.exists():
+            if not parent.is_dir():
+                raise DdcatError(f"{what} {path} lies below {parent}, which is a file")
+            break
+    target = path if path.exists() else next(p for p in path.parents if p.exists())
+    if not os.access(target, os.W_OK | os.X_OK):
+        raise DdcatError(f"{what} {path}: {target} is not writable")
+
+
+def checkpoints_below(path: Path) -> list[Path]:
+    try:
+        return [p for p in path.rglob("*.pt") if p.is_file()]
+    except OSError:
+        return []
+
+
+class OutputFolder:
+    """Context manager for a command's output folder (see the module docstring)."""
+
+    def __init__(self, path: str | Path, what: str = "--out", lock: bool = True) -> None:
+        self.path = Path(path)
+        self.what = what
+        self.lock = lock and is_main_rank()
+        self.existed = self.path.exists()
+        self._fd: int | None = None
+
+    def __enter__(self) -> "OutputFolder":
+        check_writable_folder(self.path, self.what)
+        try:
+            self.path.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise DdcatError(f"cannot create {self.what} {self.path}: {exc.strerror or exc}") from None
+        if self.lock:
+            try:
+                self._acquire()
+            except BaseException:
+                self._cleanup()
+                raise
+        return self
+
+    def __exit__(self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None) -> None:
+        self._release()
+        if kind is not None:
+            self._cleanup()
+
+    # ------------------------------------------------------------------ lock
+    def _acquire(self) -> None:
+        lock = self.path / LOCK_NAME
+        while True:
+            fd = os.open(lock, os.O_RDWR | os.O_CREAT, 0o644)
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except OSError as exc:
+                os.close(fd)
+                if exc.errno not in (errno.EAGAIN, errno.EACCES, errno.EWOULDBLOCK):
+                    raise DdcatError(f"cannot lock {self.what} {self.path}: {exc.strerror}") from None
+                raise DdcatError(f"{self.what} {self.path} is in use by another ddcat process ({holder(lock)}); wait for it or choose another folder") from None
+            try:
+                same = os.fstat(fd).st_ino == os.stat(lock).st_ino
+            except FileNotFoundError:
+                same = False
+            if same:  # not a lock file its previous holder unlinked while we opened it
+                break
+            os.close(fd)
+        record = {"pid": os.getpid(), "host": socket.gethostname(), "started": time.strftime("%Y-%m-%dT%H:%M:%S"), "command": " ".join(sys.argv)}
+        os.ftruncate(fd, 0)
+        os.write(fd, (json.dumps(record) + "\n").encode())
+        self._fd = fd
+
+    def _release(self) -> None:
+        if self._fd is None:
+            return
+        try:
+            os.unlink(self.path / LOCK_NAME)
+        except OSError:
+            pass
+        os.close(self._fd)
+        self._fd = None
+
+    # ------------------------------------------------------------------ cleanup
+    def _cleanup(self) -> None:
+        if not self.existed and self.path.is_dir() and not checkpoints_below(self.path):
+            shutil.rmtree(self.path, ignore_errors=True)
+
+
+def holder(lock: Path) -> str:
+    """Who holds a lock file, as recorded in it (bounded)."""
+    try:
+        record = json.loads(lock.read_text()[:4096] or "{}")
+        return f"pid {record.get('pid')} on {show(record.get('host'))}: {show(record.get('command'))}"
+    except (OSError, ValueError, AttributeError):
+        return "unknown holder"

@@ -1,0 +1,58 @@
+"""The training log ``train_log.jsonl``: one JSON record per logged iteration.
+
+One module writes it (:class:`LogWriter`), reads it (:func:`read_records`, tolerant of a last line
+cut by a kill mid-write: resume and the plots share it) and names its keys.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+LOG_NAME = "train_log.jsonl"
+
+# Keys of a record. Every method logs ITER, LR, TIME, LOSS and its loss terms; DDC-AT adds the
+# routing shares: of valid clean / adversarial pixels sent to f_a, and of mask labels equal to 1.
+ITER, LR, TIME, LOSS = "iter", "lr", "time", "loss"
+LOSS_MAIN, LOSS_AUX, LOSS_MASK, LOSS_DEEP_SUP = "loss_main", "loss_aux", "loss_mask", "loss_deep_sup"
+ROUTED_AUX_CLEAN, ROUTED_AUX_ADV = "routed_aux_clean", "routed_aux_adv"
+MASK_POS_CLEAN, MASK_POS_ADV = "mask_pos_clean", "mask_pos_adv"
+ROUTING_KEYS = (ROUTED_AUX_CLEAN, ROUTED_AUX_ADV, MASK_POS_CLEAN, MASK_POS_ADV)
+
+
+def read_records(path: str | Path) -> list[dict[str, Any]]:
+    """The records of a log, in order; lines that are not a JSON record with ``iter`` (a torn last
+    line, garbage) are skipped. A missing log has no records."""
+    path = Path(path)
+    if not path.is_file():
+        return []
+    records = []
+    with open(path, encoding="utf-8", errors="replace") as fh:
+        for line in fh:
+            try:
+                rec = json.loads(line)
+            except ValueError:
+                continue
+            if isinstance(rec, dict) and isinstance(rec.get(ITER), int):
+                records.append(rec)
+    return records
+
+
+def truncated_text(path: str | Path, iteration: int) -> str:
+    """The log's text without records after ``iteration`` (work a crash lost, redone on resume)."""
+    return "".join(json.dumps(r) + "\n" for r in read_records(path) if r[ITER] <= iteration)
+
+
+class LogWriter:
+    """Appends records, flushed at once, so that a kill loses at most the line being written."""
+
+    def __init__(self, path: str | Path) -> None:
+        self._fh = open(path, "a", encoding="utf-8")
+
+    def write(self, record: dict[str, Any]) -> None:
+        self._fh.write(json.dumps(record) + "\n")
+        self._fh.flush()
+
+    def close(self) -> None:
+        self._fh.close()
