@@ -15,14 +15,17 @@ and the state dict's shapes against a skeleton of the spec built on the ``meta``
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import os
 import pickle
 import shutil
+import signal
 import tempfile
+import threading
 import warnings
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 import torch
 
@@ -52,10 +55,33 @@ def write_error(path: Path, exc: BaseException) -> DdcatError:
     return DdcatError(f"cannot write {path}: {reason}")
 
 
+@contextlib.contextmanager
+def sigint_deferred() -> Iterator[None]:
+    """Hold Ctrl-C back until the block is done, then raise it. A KeyboardInterrupt raised inside
+    ``torch.save``'s C++ writer callback aborts the whole process (a C++ ``terminate``), so a
+    checkpoint write is never interrupted halfway. Outside the main thread: no effect."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    caught: list[int] = []
+    previous = signal.signal(signal.SIGINT, lambda signum, frame: caught.append(signum))
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
+    if caught:
+        raise KeyboardInterrupt
+
+
 def atomic_save(obj: Any, path: str | Path) -> None:
     """``torch.save`` to a temporary file in the same folder, fsync, rename over ``path``."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
+    with sigint_deferred():
+        _atomic_save(obj, path)
+
+
+def _atomic_save(obj: Any, path: Path) -> None:
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
         with os.fdopen(fd, "wb") as fh:

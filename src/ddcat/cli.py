@@ -19,7 +19,7 @@ import sys
 from pathlib import Path
 
 from ddcat.errors import DdcatError, Interrupted, show
-from ddcat.outdir import OutputFolder, check_writable_folder
+from ddcat.outdir import OutputFolder, check_writable_file, check_writable_folder
 
 RUN_FILES = ("last.pt", "last.prev.pt")
 
@@ -79,11 +79,9 @@ def cmd_export(args: argparse.Namespace) -> int:
     from ddcat.checkpoint import export_main_branch
 
     output = Path(args.output)
-    if output.is_dir():
-        raise DdcatError(f"export output {output} is a folder; give a file name, e.g. {output / 'model.pt'}")
+    check_writable_file(output, "export output")
     if output.exists() and not args.overwrite:
         raise DdcatError(f"export output {output} exists; pass --overwrite to replace it")
-    check_writable_folder(output.parent, "the folder of export output")
     export_main_branch(args.checkpoint, output)
     print(f"wrote {output} (main branch only, loads into the plain model)")
     return 0

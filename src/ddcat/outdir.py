@@ -38,14 +38,24 @@ def check_writable_folder(path: Path, what: str = "--out") -> None:
     """A one-line error unless ``path`` is, or can be created as, a writable folder."""
     if path.exists() and not path.is_dir():
         raise DdcatError(f"{what} {path} exists and is not a folder")
-    for parent in path.parents:
-        if parent.exists():
-            if not parent.is_dir():
-                raise DdcatError(f"{what} {path} lies below {parent}, which is a file")
-            break
-    target = path if path.exists() else next(p for p in path.parents if p.exists())
+    _check_parents(path, what)
+
+
+def check_writable_file(path: Path, what: str) -> None:
+    """A one-line error unless a file can be written at ``path`` (its folder created if needed)."""
+    if path.is_dir():
+        raise DdcatError(f"{what} {path} is a folder; give a file name, e.g. {path / 'model.pt'}")
+    _check_parents(path.parent, what, shown=path)
+
+
+def _check_parents(path: Path, what: str, shown: Path | None = None) -> None:
+    """``path`` or its nearest existing ancestor must be a writable folder."""
+    shown = shown or path
+    target = next((p for p in (path, *path.parents) if p.exists()), Path("/"))
+    if not target.is_dir():
+        raise DdcatError(f"{what} {shown} lies below {target}, which is a file")
     if not os.access(target, os.W_OK | os.X_OK):
-        raise DdcatError(f"{what} {path}: {target} is not writable")
+        raise DdcatError(f"{what} {shown}: {target} is not writable")
 
 
 def checkpoints_below(path: Path) -> list[Path]:

@@ -21,6 +21,7 @@ from ddcat.evaluation.engine import Setting
 from ddcat.evaluation.inference import inference_model
 from ddcat.reporting.tables import mean_std
 
+MAX_STEPS = 10000  # the same bound as config key attack.steps
 EVAL_ATTACKS = ("fgsm", "bim", "pgd", "segpgd", "cospgd", "masked-ce", "js", "worst")
 
 
@@ -31,6 +32,8 @@ def parse_steps(text: str) -> list[int]:
         for part in str(text).split(","):
             if "-" in part:
                 lo, hi = part.split("-", 1)
+                if int(hi) > MAX_STEPS:
+                    raise DdcatError(f"--steps allows at most {MAX_STEPS} steps per attack, got '{text}'")
                 steps.extend(range(int(lo), int(hi) + 1))
             elif part.strip():
                 steps.append(int(part))
@@ -38,6 +41,8 @@ def parse_steps(text: str) -> list[int]:
         raise DdcatError(f"--steps expects a range like 1-7 or a list like 1,3,7, got '{text}'") from None
     if not steps or any(s < 0 for s in steps):
         raise DdcatError(f"--steps must name non-negative step counts, got '{text}'")
+    if max(steps) > MAX_STEPS:
+        raise DdcatError(f"--steps allows at most {MAX_STEPS} steps per attack, got '{text}'")
     return sorted(set(steps))
 
 

@@ -1,0 +1,434 @@
+"""Hostile and careless input, interruption, concurrency and full disks (issue 11).
+
+One table row per case: the command (through the real CLI entry point ``ddcat.cli.main``), the
+exit code, a phrase the one-line message must contain, and what must (not) exist afterwards. The
+cases that need a real process (signals, a second process holding the lock, a file-size limit)
+run ``python -m ddcat`` in a subprocess.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import resource
+import shutil
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import pytest
+import torch
+
+from ddcat.checkpoint import atomic_save
+from ddcat.cli import main
+from ddcat.config import load_config
+from ddcat.errors import MAX_SHOWN, DdcatError
+from ddcat.outdir import OutputFolder
+
+from conftest import NUM_CLASSES, tiny_sets, train_args
+
+SRC = Path(__file__).resolve().parents[1] / "src"
+ENV = {**os.environ, "PYTHONPATH": str(SRC), "OMP_NUM_THREADS": "1"}
+
+
+def run_cli(argv, capsys) -> tuple[int, str]:
+    capsys.readouterr()
+    rc = main([str(a) for a in argv])
+    return rc, capsys.readouterr().err
+
+
+def one_line_error(rc: int, err: str, code: int = 2) -> str:
+    assert rc == code, f"exit code {rc}, stderr: {err!r}"
+    lines = err.strip().splitlines()
+    assert len(lines) == 1, f"expected one line on stderr, got {err!r}"
+    assert "Traceback" not in err
+    return lines[0]
+
+
+def mutated_checkpoint(src: Path, dst: Path, change: Callable[[dict], None]) -> Path:
+    ckpt = torch.load(src, map_location="cpu", weights_only=True)
+    change(ckpt)
+    torch.save(ckpt, dst)
+    return dst
+
+
+def nested_shared_list(depth: int = 40, fan: int = 10) -> list:
+    """A list whose naive repr has fan**depth items (each level repeats the same object)."""
+    node: list = [0]
+    for _ in range(depth):
+        node = [node] * fan
+    return node
+
+
+# ----------------------------------------------------------------------------- the table
+
+
+@dataclass
+class Case:
+    """``setup(tmp, run) -> argv``; ``run`` is a finished tiny training run folder."""
+
+    id: str
+    setup: Callable[[Path, Path], list]
+    phrase: str
+    code: int = 2
+    absent: tuple[str, ...] = ("out",)  # paths (relative to tmp) that must not exist afterwards
+    present: tuple[str, ...] = ()  # paths that must still exist
+    max_len: int = 600  # the message is bounded whatever the input
+
+
+def train_set(*pairs: str, method: str = "clean") -> Callable[[Path, Path], list]:
+    return lambda tmp, run: train_args(tmp / "out", method, extra=[x for p in pairs for x in ("--set", p)])
+
+
+def config_file(content: bytes) -> Callable[[Path, Path], list]:
+    def setup(tmp: Path, run: Path) -> list:
+        (tmp / "cfg.yaml").write_bytes(content)
+        return ["train", "--no-progress", "--config", tmp / "cfg.yaml", "--out", tmp / "out"]
+
+    return setup
+
+
+def eval_of(change: Callable[[dict], None] | None = None, extra: tuple = ()) -> Callable[[Path, Path], list]:
+    def setup(tmp: Path, run: Path) -> list:
+        ckpt = run / "last.pt"
+        if change is not None:
+            ckpt = mutated_checkpoint(ckpt, tmp / "bad.pt", change)
+        return ["eval", "--no-progress", "--checkpoint", ckpt, "--out", tmp / "out", *extra]
+
+    return setup
+
+
+def resume_of(change: Callable[[dict], None] | None = None, extra: tuple = (), exported: bool = False) -> Callable[[Path, Path], list]:
+    def setup(tmp: Path, run: Path) -> list:
+        out = tmp / "run"
+        shutil.copytree(run, out)
+        if exported:
+            assert main(["export", str(run / "last.pt"), str(tmp / "exported.pt")]) == 0
+            ckpt = tmp / "exported.pt"
+        else:
+            ckpt = mutated_checkpoint(run / "last.pt", tmp / "bad.pt", change) if change else run / "last.pt"
+        return train_args(out, extra=["--resume", str(ckpt), *extra])
+
+    return setup
+
+
+def output_at(command: str, make: str) -> Callable[[Path, Path], list]:
+    """``command`` with its output at a path prepared as ``make``: file | below-file | proc."""
+
+    def setup(tmp: Path, run: Path) -> list:
+        (tmp / "afile").write_text("x")
+        target = {"file": tmp / "afile", "below-file": tmp / "afile" / "sub", "proc": Path("/proc/ddcat-test/out")}[make]
+        if command == "train":
+            return train_args(target)
+        if command == "eval":
+            return ["eval", "--no-progress", "--checkpoint", run / "last.pt", "--out", target]
+        if command == "export-dir":
+            (tmp / "adir").mkdir()
+            return ["export", run / "last.pt", tmp / "adir"]
+        if command == "export-below-file":
+            return ["export", run / "last.pt", tmp / "afile" / "model.pt"]
+        if command == "plot-train":
+            return ["plot-train", run, "--out", target]
+        if command == "demo":
+            return ["demo", "--quick", "--no-progress", "--out", target]
+        if command == "experiment":
+            return ["experiment", "configs/ablation.yaml", "--no-progress", "--out", target]
+        raise AssertionError(command)
+
+    return setup
+
+
+def _set(path: str, value) -> Callable[[dict], None]:
+    def change(ckpt: dict) -> None:
+        node = ckpt
+        *parents, last = path.split(".")
+        for p in parents:
+            node = node[p]
+        node[last] = value
+
+    return change
+
+
+def _drop(path: str) -> Callable[[dict], None]:
+    def change(ckpt: dict) -> None:
+        node = ckpt
+        *parents, last = path.split(".")
+        for p in parents:
+            node = node[p]
+        del node[last]
+
+    return change
+
+
+def _wrong_shape(ckpt: dict) -> None:
+    key = "heads.main.classifier.weight" if "heads.main.classifier.weight" in ckpt["model"] else next(iter(ckpt["model"]))
+    ckpt["model"][key] = torch.zeros(3, 3)
+
+
+CASES = [
+    # config values
+    Case("lr-nan", train_set("train.lr=.nan"), "'train.lr' (--set) must be a finite number"),
+    Case("lr-inf", train_set("train.lr=.inf"), "'train.lr' (--set) must be a finite number"),
+    Case("seed-negative", train_set("seed=-1"), "'seed'"),
+    Case("workers-negative", train_set("data.workers=-1"), "'data.workers'"),
+    Case("width-zero", train_set("model.width=0"), "'model.width'"),
+    Case("width-huge", train_set("model.width=100000"), "'model.width' (--set) must lie in [1, 1024]"),
+    Case("dropout-above-1", train_set("model.dropout=1.5"), "'model.dropout'"),
+    Case("head-channels-negative", train_set("model.head_channels=-4"), "'model.head_channels'"),
+    Case("eval-crop-negative", train_set("eval.crop_size=-5"), "'eval.crop_size'"),
+    Case("eval-batch-zero", train_set("eval.batch_size=0"), "'eval.batch_size'"),
+    Case("attack-steps-zero-for-sat", train_set("attack.steps=0", method="sat"), "'attack.steps' is 0 for --method sat"),
+    Case("max-images-negative", eval_of(extra=("--set", "eval.max_images=-1")), "'eval.max_images'"),
+    Case("steps-huge", eval_of(extra=("--attack", "bim", "--steps", "1-99999999999")), "--steps"),
+    # config files
+    Case("config-not-utf8", config_file(b"train:\n  lr: \xff\xfe\n"), "is not UTF-8"),
+    Case("config-duplicate-key", config_file(b"train:\n  lr: 0.1\n  lr: 0.2\n"), "duplicate key 'lr'"),
+    Case("config-not-a-mapping", config_file(b"- 1\n- 2\n"), "must hold a mapping"),
+    Case(
+        "config-alias-bomb",
+        config_file(  # the naive repr of seed has 9**8 items
+            b"seed:\n  - &a [1,1,1,1,1,1,1,1,1]\n  - &b [*a,*a,*a,*a,*a,*a,*a,*a,*a]\n  - &c [*b,*b,*b,*b,*b,*b,*b,*b,*b]\n"
+            b"  - &d [*c,*c,*c,*c,*c,*c,*c,*c,*c]\n  - &e [*d,*d,*d,*d,*d,*d,*d,*d,*d]\n  - &f [*e,*e,*e,*e,*e,*e,*e,*e,*e]\n"
+            b"  - &g [*f,*f,*f,*f,*f,*f,*f,*f,*f]\n  - [*g,*g,*g,*g,*g,*g,*g,*g,*g]\n"
+        ),
+        "'seed'",
+        max_len=300,
+    ),
+    # output locations
+    Case("train-out-is-file", output_at("train", "file"), "exists and is not a folder", absent=()),
+    Case("train-out-below-file", output_at("train", "below-file"), "which is a file", absent=()),
+    Case("train-out-in-proc", output_at("train", "proc"), "/proc/ddcat-test", absent=()),
+    Case("eval-out-is-file", output_at("eval", "file"), "exists and is not a folder", absent=()),
+    Case("eval-out-below-file", output_at("eval", "below-file"), "which is a file", absent=()),
+    Case("export-onto-folder", output_at("export-dir", "file"), "is a folder", absent=()),
+    Case("export-below-file", output_at("export-below-file", "file"), "which is a file", absent=()),
+    Case("plot-train-out-is-file", output_at("plot-train", "file"), "exists and is not a folder", absent=()),
+    Case("demo-out-is-file", output_at("demo", "file"), "exists and is not a folder", absent=()),
+    Case("experiment-out-below-file", output_at("experiment", "below-file"), "which is a file", absent=()),
+    # checkpoints: missing or mistyped fields, crafted specs
+    Case("spec-options-missing", eval_of(_drop("model_spec.options")), "'model_spec' lacks options"),
+    Case("spec-is-a-string", eval_of(_set("model_spec", "pspnet")), "'model_spec' must be a mapping"),
+    Case("spec-num-classes-string", eval_of(_set("model_spec.num_classes", "4")), "'data.num_classes'"),
+    Case("model-is-a-list", eval_of(_set("model", [1, 2])), "'model' must be a state dict"),
+    Case("spec-width-huge", eval_of(_set("model_spec.options.width", 100000)), "'model.width' in checkpoint"),
+    Case("state-dict-shape", eval_of(_wrong_shape), "has shape (3, 3), the model needs"),
+    Case("config-seed-bomb", eval_of(_set("config.seed", nested_shared_list())), "'seed'", max_len=400),
+    # --resume
+    Case("resume-exported-model", resume_of(exported=True), "is an exported model (ddcat export)", absent=(), present=("run/last.pt",)),
+    Case("resume-no-rng", resume_of(_drop("rng")), "'rng'", absent=(), present=("run/last.pt",)),
+    Case("resume-iteration-text", resume_of(_set("iteration", "abc")), "'iteration' must be an integer >= 0, got 'abc'", absent=()),
+    Case("resume-iteration-negative", resume_of(_set("iteration", -5)), "got -5", absent=()),
+    Case("resume-past-iters", resume_of(extra=("--set", "train.iters=1")), "past train.iters=1", absent=(), present=("run/last.pt",)),
+]
+
+
+@pytest.mark.parametrize("case", CASES, ids=[c.id for c in CASES])
+def test_user_mistake_is_one_line(case: Case, tmp_path, capsys, clean_run, monkeypatch):
+    monkeypatch.chdir(Path(__file__).resolve().parents[1])  # experiment rows name configs/ relative to the repo
+    argv = case.setup(tmp_path, clean_run)
+    before = {p: p.read_bytes() for p in (tmp_path / "run").glob("*") if p.is_file()} if (tmp_path / "run").exists() else {}
+    rc, err = run_cli(argv, capsys)
+    line = one_line_error(rc, err, case.code)
+    assert line.startswith("ddcat: error: ")
+    assert case.phrase in line, f"{case.phrase!r} not in {line!r}"
+    assert len(line) <= case.max_len, f"message of {len(line)} characters"
+    for rel in case.absent:
+        assert not (tmp_path / rel).exists(), f"{rel} was left behind"
+    for rel in case.present:
+        assert (tmp_path / rel).exists(), f"{rel} is gone"
+    for path, data in before.items():  # a refused resume writes nothing (config.yaml, run.json, log)
+        assert path.read_bytes() == data, f"{path.name} was changed by a refused resume"
+
+
+# ----------------------------------------------------------------------------- rows that need more
+
+
+def test_empty_config_file_means_defaults(tmp_path):
+    (tmp_path / "empty.yaml").write_text("")
+    assert load_config(tmp_path / "empty.yaml") == load_config(None)
+
+
+def test_config_that_is_a_directory(tmp_path, capsys):
+    rc, err = run_cli(["train", "--config", tmp_path, "--out", tmp_path / "out"], capsys)
+    assert "is a directory, not a file" in one_line_error(rc, err)
+
+
+def test_refused_pickle_says_why_and_warns_nothing(tmp_path):
+    path = tmp_path / "evil.pt"
+    torch.save({"format": "ddcat", "model": {}, "model_spec": {}, "x": Path("/")}, path)
+    proc = subprocess.run([sys.executable, "-m", "ddcat", "eval", "--checkpoint", str(path), "--out", str(tmp_path / "o")],
+                          capture_output=True, text=True, env=ENV, timeout=120)  # fmt: skip
+    line = one_line_error(proc.returncode, proc.stderr)
+    assert "contains Python objects that are not allowed" in line and "was not loaded" in line
+    assert not (tmp_path / "o").exists()
+
+
+def test_eval_refuses_to_overwrite_metrics(tmp_path, capsys, clean_run):
+    out = tmp_path / "ev"
+    argv = ["eval", "--no-progress", "--checkpoint", clean_run / "last.pt", "--out", out]
+    assert run_cli(argv, capsys)[0] == 0
+    first = (out / "metrics.json").read_bytes()
+    rc, err = run_cli(argv, capsys)
+    assert "--overwrite" in one_line_error(rc, err)
+    assert (out / "metrics.json").read_bytes() == first
+    rc, err = run_cli([*argv, "--overwrite"], capsys)
+    assert rc == 0, err
+    assert not (out / ".ddcat.lock").exists()
+
+
+def test_export_refuses_to_overwrite(tmp_path, capsys, clean_run):
+    dst = tmp_path / "model.pt"
+    dst.write_bytes(b"precious")
+    rc, err = run_cli(["export", clean_run / "last.pt", dst], capsys)
+    assert "--overwrite" in one_line_error(rc, err)
+    assert dst.read_bytes() == b"precious"
+    rc, err = run_cli(["export", clean_run / "last.pt", dst, "--overwrite"], capsys)
+    assert rc == 0, err and dst.read_bytes() != b"precious"
+
+
+def test_train_refuses_a_folder_holding_only_the_previous_checkpoint(tmp_path, capsys, clean_run):
+    run = tmp_path / "run"
+    shutil.copytree(clean_run, run)
+    os.replace(run / "last.pt", run / "last.prev.pt")
+    prev = (run / "last.prev.pt").read_bytes()
+    rc, err = run_cli(train_args(run), capsys)
+    assert "last.prev.pt" in one_line_error(rc, err) and "--resume" in err
+    assert (run / "last.prev.pt").read_bytes() == prev
+    # --resume picks the previous checkpoint up
+    rc, err = run_cli(train_args(run, extra=["--resume", "--set", "train.iters=3"]), capsys)
+    assert rc == 0, err
+    assert torch.load(run / "last.pt", weights_only=True)["iteration"] == 3
+
+
+def test_torn_log_line_and_stale_temporaries_on_resume(tmp_path, capsys, clean_run):
+    run = tmp_path / "run"
+    shutil.copytree(clean_run, run)
+    with open(run / "train_log.jsonl", "a") as fh:
+        fh.write('{"iter": 3, "lo')  # a kill mid-write
+    stale = run / ".last.pt.new.abc123.tmp"
+    stale.write_bytes(b"half a checkpoint")
+    rc, err = run_cli(train_args(run, extra=["--resume", "--set", "train.iters=3"]), capsys)
+    assert rc == 0, err
+    assert not stale.exists()
+    iters = [json.loads(line)["iter"] for line in (run / "train_log.jsonl").read_text().splitlines()]
+    assert iters == [1, 2, 3]
+
+
+def test_second_process_is_refused_by_the_lock(tmp_path):
+    out = tmp_path / "shared"
+    with OutputFolder(out):
+        proc = subprocess.run([sys.executable, "-m", "ddcat", *map(str, train_args(out))],
+                              capture_output=True, text=True, env=ENV, timeout=120)  # fmt: skip
+        line = one_line_error(proc.returncode, proc.stderr)
+        assert "is in use by another ddcat process" in line and f"pid {os.getpid()}" in line
+        assert out.is_dir() and not (out / "config.yaml").exists()
+    assert not (out / ".ddcat.lock").exists()
+
+
+def test_full_disk_mid_run_keeps_the_first_checkpoint(tmp_path, capsys, monkeypatch):
+    import errno
+
+    import ddcat.training.loop as loop
+
+    real = loop.atomic_save
+    calls = {"n": 0}
+
+    def failing_second(obj, path):
+        calls["n"] += 1
+        if calls["n"] == 2:
+            raise DdcatError(f"cannot write {path}: no space left on device")
+        real(obj, path)
+
+    monkeypatch.setattr(loop, "atomic_save", failing_second)
+    out = tmp_path / "run"
+    rc, err = run_cli(train_args(out, extra=["--set", "train.iters=3", "--set", "train.save_every=1"]), capsys)
+    assert "no space left on device" in one_line_error(rc, err)
+    assert (out / "last.pt").is_file() and torch.load(out / "last.pt", weights_only=True)["iteration"] == 1
+    assert (out / "config.yaml").is_file() and (out / "train_log.jsonl").is_file()
+    assert errno.ENOSPC  # the real errno path is exercised by test_atomic_save_under_a_file_size_limit
+
+
+def test_atomic_save_under_a_file_size_limit(tmp_path):
+    """A real short write: RLIMIT_FSIZE makes write() fail with EFBIG once the file is 64 kB."""
+    script = textwrap.dedent(f"""
+        import resource, signal, sys, torch
+        from ddcat.checkpoint import atomic_save
+        from ddcat.errors import DdcatError
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+        resource.setrlimit(resource.RLIMIT_FSIZE, (1 << 16, 1 << 16))
+        try:
+            atomic_save({{"w": torch.zeros(1 << 16)}}, {str(tmp_path / "big.pt")!r})
+        except DdcatError as exc:
+            print(exc)
+            sys.exit(2)
+    """)
+    proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env=ENV, timeout=120)
+    assert proc.returncode == 2, proc.stderr
+    assert "cannot write" in proc.stdout and "big.pt" in proc.stdout
+    assert "file too large" in proc.stdout or "no space" in proc.stdout or "write failed" in proc.stdout
+    assert list(tmp_path.iterdir()) == []  # no temporary left behind
+
+
+def test_bounded_message_for_huge_values():
+    from ddcat.errors import show
+
+    assert len(show(nested_shared_list())) <= MAX_SHOWN
+    assert len(show("x" * 10**6)) <= MAX_SHOWN
+
+
+# ----------------------------------------------------------------------------- interruption
+
+
+LONG = ["--set", "train.iters=60", "--set", "train.save_every=1", "--set", "train.log_every=1"]
+
+
+def _start(out: Path, extra: list[str] = ()) -> subprocess.Popen:
+    argv = [sys.executable, "-m", "ddcat", *map(str, train_args(out, extra=[*LONG, *extra]))]
+    return subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=ENV)
+
+
+def _wait_for_iterations(out: Path, n: int, proc: subprocess.Popen, timeout: float = 120) -> None:
+    deadline = time.monotonic() + timeout
+    log = out / "train_log.jsonl"
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise AssertionError(f"training ended early: {proc.communicate()}")
+        if log.exists() and len(log.read_text().splitlines()) >= n:
+            return
+        time.sleep(0.02)
+    raise AssertionError("training did not reach the iteration")
+
+
+@pytest.fixture(scope="module")
+def uninterrupted(tmp_path_factory) -> dict:
+    out = tmp_path_factory.mktemp("straight") / "run"
+    proc = _start(out)
+    assert proc.wait(timeout=300) == 0, proc.communicate()
+    return torch.load(out / "last.pt", weights_only=True)["model"]
+
+
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGKILL], ids=["sigint", "sigkill"])
+def test_interrupted_run_resumes_to_the_same_weights(sig, tmp_path, uninterrupted):
+    out = tmp_path / "run"
+    proc = _start(out)
+    _wait_for_iterations(out, 7, proc)
+    proc.send_signal(sig)
+    _, err = proc.communicate(timeout=120)
+    if sig == signal.SIGINT:
+        line = one_line_error(proc.returncode, err, code=130)
+        assert line.startswith("ddcat: interrupted") and "--resume" in line and str(out) in line
+    assert (out / "last.pt").is_file() and (out / "config.yaml").is_file()
+    resumed = subprocess.run([sys.executable, "-m", "ddcat", *map(str, train_args(out, extra=[*LONG, "--resume"]))],
+                             capture_output=True, text=True, env=ENV, timeout=300)  # fmt: skip
+    assert resumed.returncode == 0, resumed.stderr
+    final = torch.load(out / "last.pt", weights_only=True)
+    assert final["iteration"] == 60
+    for key, value in uninterrupted.items():
+        assert torch.equal(final["model"][key], value), key
+    iters = [json.loads(line)["iter"] for line in (out / "train_log.jsonl").read_text().splitlines()]
+    assert iters == list(range(1, 61))
