@@ -432,3 +432,41 @@ def test_interrupted_run_resumes_to_the_same_weights(sig, tmp_path, uninterrupte
         assert torch.equal(final["model"][key], value), key
     iters = [json.loads(line)["iter"] for line in (out / "train_log.jsonl").read_text().splitlines()]
     assert iters == list(range(1, 61))
+
+
+# ----------------------------------------------------------------------------- wrong results with exit 0
+
+
+@pytest.mark.parametrize("attack", ["bim", "pgd"])
+def test_ddcat_mask_labels_under_bf16_are_zero_at_eps_0(attack):
+    """At eps = 0 the adversarial image is the clean one, so no pixel may get mask label 1; under
+    bf16 autocast B_adv used to be predicted in bf16 and B_clean in fp32 (0.07 % label-1 pixels)."""
+    from ddcat.attacks import build_attack
+    from ddcat.models import build_model
+    from ddcat.training.ddcat import DivideAndConquerTraining
+
+    torch.manual_seed(0)
+    cfg = load_config(None, ["train.method=ddcat", f"data.num_classes={NUM_CLASSES}"])
+    model = build_model("pspnet", "resnet18", NUM_CLASSES, ddc=True, width=8).train()
+    method = DivideAndConquerTraining(cfg, build_attack(attack, eps=0.0, alpha=0.01, steps=1))
+    g = torch.Generator().manual_seed(0)
+    images, labels = torch.rand(4, 3, 48, 48, generator=g), torch.randint(0, NUM_CLASSES, (4, 48, 48), generator=g)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        _, targets = method.mask_targets(model, images, labels, 2)
+    assert int(targets.sum()) == 0
+
+
+def test_list_file_paths_must_stay_below_the_root(tmp_path, capsys, voc_run):
+    root, run = voc_run
+    copy = Path(shutil.copytree(root, tmp_path / "VOC"))
+    val = copy / "list" / "val.txt"
+    image, label = val.read_text().splitlines()[0].split()
+    for n, bad in enumerate((str(copy / image), f"../VOC/{image}")):
+        val.write_text(f"{bad} {label}\n")
+        argv = ["eval", "--no-progress", "--checkpoint", run / "last.pt", "--set", f"data.root={copy}", "--out", tmp_path / f"o{n}"]
+        rc, err = run_cli(argv, capsys)
+        line = one_line_error(rc, err)
+        assert "leaves the data root" in line and "data.allow_outside_root" in line and str(val) in line
+        assert not (tmp_path / f"o{n}").exists()
+        rc, err = run_cli([*argv, "--set", "data.allow_outside_root=true"], capsys)
+        assert rc == 0, err

@@ -37,6 +37,7 @@ DEFAULTS: dict[str, Any] = {
         "num_classes": 6,
         "train_list": None,  # list files, relative to root (defaults per dataset)
         "val_list": None,
+        "allow_outside_root": False,  # list files may name absolute or '..' paths
         "seed": 0,  # content of the synthetic dataset (fixed across runs; the run seed drives augmentation)
         "image_size": 64,  # synthetic images are image_size x image_size
         "num_train": 512,

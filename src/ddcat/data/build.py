@@ -65,10 +65,10 @@ def _list_based(cfg: dict[str, Any], split: str, transform: Any) -> ListDataset:
                 f" (set data.num_classes={NUM_CLASSES[name]})"
             )
         make = voc if name == "voc" else cityscapes
-        return make(d["root"], split, list_file=list_file, transform=transform, seed=seed)
+        return make(d["root"], split, list_file=list_file, transform=transform, seed=seed, allow_outside_root=d["allow_outside_root"])
     if list_file is None:
         raise DdcatError(f"config key 'data.{list_key}' must be set for data.name=list")
-    return ListDataset(d["root"], list_file, d["num_classes"], transform=transform, name="list", seed=seed)
+    return ListDataset(d["root"], list_file, d["num_classes"], transform=transform, name="list", seed=seed, allow_outside_root=d["allow_outside_root"])
 
 
 def build_dataset(cfg: dict[str, Any], split: str) -> SyntheticSegmentation | ListDataset:

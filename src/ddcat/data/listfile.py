@@ -49,8 +49,11 @@ _LABEL_MODES = ("L", "P", "I", "I;16", "I;16B", "I;16L")
 # ----------------------------------------------------------------------------- list parsing
 
 
-def read_list(root: Path, list_file: Path) -> list[tuple[Path, Path]]:
-    """Parse ``list_file`` into ``(image_path, label_path)`` pairs under ``root``; check they exist."""
+def read_list(root: Path, list_file: Path, allow_outside_root: bool = False) -> list[tuple[Path, Path]]:
+    """Parse ``list_file`` into ``(image_path, label_path)`` pairs under ``root``; check they exist.
+
+    A path that is absolute or climbs out of the root (``..``) is refused unless
+    ``allow_outside_root``: a list file from elsewhere must not make ddcat read arbitrary files."""
     if not list_file.is_file():
         raise DdcatError(f"list file not found: {list_file}")
     try:
@@ -66,6 +69,13 @@ def read_list(root: Path, list_file: Path) -> list[tuple[Path, Path]]:
             raise DdcatError(
                 f"{list_file}, line {number}: expected 'image_path label_path', got {line.strip()!r}"
             )
+        if not allow_outside_root:
+            for rel in fields:
+                if Path(rel).is_absolute() or ".." in Path(rel).parts:
+                    raise DdcatError(
+                        f"{list_file}, line {number}: path {rel!r} leaves the data root "
+                        "(absolute or '..'); set data.allow_outside_root=true if that is intended"
+                    )
         image, label = root / fields[0], root / fields[1]
         for kind, path in (("image", image), ("label", label)):
             if not path.is_file():
@@ -148,6 +158,7 @@ class ListDataset:
         transform: Callable[..., Any] | None = None,
         name: str = "list",
         seed: int = 0,
+        allow_outside_root: bool = False,
     ) -> None:
         self.root = Path(root)
         if not self.root.is_dir():
@@ -155,7 +166,7 @@ class ListDataset:
         if num_classes < 1 or num_classes > 255:
             raise DdcatError(f"num_classes must lie in 1..255 for dataset '{name}', got {num_classes}")
         self.list_file = self.root / list_file
-        self.items = read_list(self.root, self.list_file)
+        self.items = read_list(self.root, self.list_file, allow_outside_root)
         self.num_classes = int(num_classes)
         self.transform = transform
         self.name = name
@@ -200,6 +211,7 @@ def _named(
     list_file: str | Path | None,
     transform: Callable[..., Any] | None,
     seed: int,
+    allow_outside_root: bool = False,
 ) -> ListDataset:
     if list_file is None:
         if split not in DEFAULT_LISTS[dataset]:
@@ -207,7 +219,7 @@ def _named(
                 f"unknown {dataset} split '{split}': use {' or '.join(DEFAULT_LISTS[dataset])}, or give a list file"
             )
         list_file = DEFAULT_LISTS[dataset][split]
-    return ListDataset(root, list_file, NUM_CLASSES[dataset], transform=transform, name=dataset, seed=seed)
+    return ListDataset(root, list_file, NUM_CLASSES[dataset], transform=transform, name=dataset, seed=seed, allow_outside_root=allow_outside_root)
 
 
 def voc(
@@ -216,9 +228,10 @@ def voc(
     list_file: str | Path | None = None,
     transform: Callable[..., Any] | None = None,
     seed: int = 0,
+    allow_outside_root: bool = False,
 ) -> ListDataset:
     """PASCAL VOC 2012 (augmented): 21 classes, lists ``list/train_aug.txt`` / ``list/val.txt``."""
-    return _named("voc", root, split, list_file, transform, seed)
+    return _named("voc", root, split, list_file, transform, seed, allow_outside_root)
 
 
 def cityscapes(
@@ -227,6 +240,7 @@ def cityscapes(
     list_file: str | Path | None = None,
     transform: Callable[..., Any] | None = None,
     seed: int = 0,
+    allow_outside_root: bool = False,
 ) -> ListDataset:
     """Cityscapes fine (trainIds): 19 classes, lists ``list/fine_train.txt`` / ``list/fine_val.txt``."""
-    return _named("cityscapes", root, split, list_file, transform, seed)
+    return _named("cityscapes", root, split, list_file, transform, seed, allow_outside_root)

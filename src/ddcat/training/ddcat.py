@@ -20,6 +20,8 @@ on the shared trunk.
 
 from __future__ import annotations
 
+import contextlib
+
 import torch
 from torch import nn
 
@@ -61,6 +63,15 @@ class CleanPredictionTap(nn.Module):
                 self.b_clean = combined_labels({"main": main, "auxiliary": out["auxiliary"].detach(), "mask": out["mask"].detach()})
             return out["main"]
         return self.model(x)
+
+
+def attack_precision(attack: object, x: torch.Tensor) -> contextlib.AbstractContextManager:
+    """The precision the attack's forwards run in (``fp32``: autocast off), so that B_adv and a
+    separately computed B_clean are predicted exactly like the B_clean the attack's first forward
+    yields: under mixed precision a pixel must not count as 'changed' through rounding alone."""
+    if getattr(attack, "precision", "fp32") == "fp32":
+        return torch.autocast(device_type=x.device.type, enabled=False)
+    return contextlib.nullcontext()
 
 
 @torch.no_grad()
@@ -106,9 +117,11 @@ class DivideAndConquerTraining(Method):
         attacked = images[first:]
         tap = CleanPredictionTap(model, attacked, rows=local)
         adv = self.attack(tap, attacked, labels[first:])
-        b_clean = tap.b_clean if tap.b_clean is not None else predict_combined(model, attacked[local])
+        with attack_precision(self.attack, images):
+            b_clean = tap.b_clean if tap.b_clean is not None else predict_combined(model, attacked[local])
+            b_adv = predict_combined(model, adv[local])
         boundary = torch.zeros_like(labels)
-        boundary[need] = (b_clean != predict_combined(model, adv[local])).long()
+        boundary[need] = (b_clean != b_adv).long()
         m_clean, m_adv = division_masks(self.division, boundary)
         targets = torch.cat([m_clean[:n_clean], m_adv[n_clean:]])
         return adv[n_clean - first :], targets
