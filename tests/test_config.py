@@ -211,3 +211,12 @@ def test_packaged_configs_match_the_repository_copies():
     assert names == sorted(p.name for p in packaged.glob("*.yaml"))
     for name in names:
         assert (repo / name).read_text() == (packaged / name).read_text(), name
+
+
+def test_bare_off_is_the_string_choice_not_a_boolean(tmp_path):
+    """YAML 1.1 reads ``off`` as false; for a key whose choices include "off" it means "off"."""
+    assert load_config(None, ["train.amp=off"])["train"]["amp"] == "off"
+    (tmp_path / "c.yaml").write_text("train:\n  amp: off\n")
+    assert load_config(tmp_path / "c.yaml")["train"]["amp"] == "off"
+    with pytest.raises(DdcatError, match="'train.optimizer'"):
+        load_config(None, ["train.optimizer=off"])

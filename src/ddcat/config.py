@@ -225,6 +225,8 @@ def check_value(key: str, value: Any, where: str = "") -> Any:
         if not math.isfinite(value):
             raise DdcatError(f"config key '{key}'{where} must be a finite number, got {value}")
     elif isinstance(default, str):
+        if isinstance(value, bool) and ("off" if not value else "on") in CHOICES.get(key, ()):
+            value = "off" if not value else "on"  # YAML 1.1 reads a bare off / on as a boolean
         if not isinstance(value, str):
             raise DdcatError(f"config key '{key}'{where} must be a string, got {show(value)}")
     if key in CHOICES and value not in CHOICES[key]:
