@@ -1,7 +1,7 @@
 """The ``ddcat`` command line.
 
     ddcat train --config FILE [--method M] [--set key=value ...] --out DIR [--resume [CKPT]]
-    ddcat eval --checkpoint CKPT [--attack bim --steps 1-7] [--transfer-from CKPT ...] --out DIR
+    ddcat eval --checkpoint CKPT | --config FILE [--attack bim --steps 1-7] [--transfer-from CKPT ...] --out DIR
     ddcat export CKPT OUT
     ddcat plot-train DIR
     ddcat experiment FILE.yaml --out DIR
@@ -64,8 +64,11 @@ def cmd_eval(args: argparse.Namespace) -> int:
 def cmd_export(args: argparse.Namespace) -> int:
     from ddcat.checkpoint import export_main_branch
 
-    export_main_branch(args.checkpoint, args.output)
-    print(f"wrote {args.output} (main branch only, loads into the plain model)")
+    out = export_main_branch(args.checkpoint, args.output)
+    if out.get("format") == "state_dict":  # a user model (model.factory): its own state dict
+        print(f"wrote {args.output} (state dict of {out['factory']}'s model, without DDC-AT's heads)")
+    else:
+        print(f"wrote {args.output} (main branch only, loads into the plain model)")
     return 0
 
 
@@ -110,7 +113,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(fn=cmd_train)
 
     p = sub.add_parser("eval", help="evaluate a checkpoint: clean, white-box sweep, transfer, stronger attacks")
-    p.add_argument("--checkpoint", required=True)
+    source = p.add_mutually_exclusive_group(required=True)
+    source.add_argument("--checkpoint")
+    source.add_argument("--config", help="evaluate the model a config describes (e.g. model.factory + model.weights) without training")
     p.add_argument("--attack", action="append", default=None, help="fgsm | bim | pgd | segpgd | cospgd | masked-ce | js | worst (repeatable)")
     p.add_argument("--steps", default="1-7", help="attack step counts, e.g. 1-7 or 3,7 (default 1-7)")
     p.add_argument("--eps", type=float, default=0.03)

@@ -24,7 +24,7 @@ from torch import nn
 from tqdm import tqdm
 
 from ddcat.attacks import build_attack
-from ddcat.checkpoint import FORMAT, VERSION, atomic_save, build_from_spec, load_checkpoint, spec_from_config
+from ddcat.checkpoint import FORMAT, VERSION, atomic_save, build_from_spec, initial_weights, load_checkpoint, spec_from_config
 from ddcat.data import build_dataset
 from ddcat.distributed import DistContext, barrier, init_distributed
 from ddcat.errors import DdcatError
@@ -166,7 +166,7 @@ def train(cfg: dict[str, Any], out: str | Path, resume: str | Path | bool = Fals
         if ckpt["model_spec"] != spec:
             raise DdcatError(f"checkpoint {path} was trained with another model ({ckpt['model_spec']}) than the config asks for ({spec})")
     torch.manual_seed(cfg["seed"])  # the same initial weights on every rank and every run of this seed
-    model = build_from_spec(spec, pretrained=None if ckpt else cfg["model"]["pretrained"]).to(ctx.device)
+    model = build_from_spec(spec, pretrained=None if ckpt else initial_weights(cfg)).to(ctx.device)
     if ctx.enabled and ctx.device.type == "cuda":
         model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
     if t["channels_last"]:
@@ -185,7 +185,10 @@ def train(cfg: dict[str, Any], out: str | Path, resume: str | Path | bool = Fals
         ids = [ctx.device.index] if ctx.device.type == "cuda" else None
         # BatchNorm buffers are averaged over ranks after each iteration (training/batchnorm.py),
         # so DDP need not broadcast them at every forward
-        net = nn.parallel.DistributedDataParallel(model, device_ids=ids, forward_sync_buffers=False)
+        # a user model may hold parameters its forward does not use (e.g. an auxiliary head that
+        # only runs when labels are passed): DDP must then look for them
+        unused = bool(spec.get("factory"))
+        net = nn.parallel.DistributedDataParallel(model, device_ids=ids, forward_sync_buffers=False, find_unused_parameters=unused)
     if t["compile"]:
         net = torch.compile(net)
 
