@@ -257,8 +257,24 @@ def test_ddc_methods_train_every_head_of_a_user_model(method):
     stats = one_step(method, model)
     assert {"loss_main", "loss_aux", "loss_mask", "loss_deep_sup"} <= set(stats)
     assert grad_norm(net.backbone) > 0 and grad_norm(net.aux_classifier) > 0 and grad_norm(model.ddc_heads["mask"]) > 0
-    if 0 < stats["routed_aux_clean"] < 1:  # pixels on both branches: f_n and f_a both learn
-        assert grad_norm(net.classifier) > 0 and grad_norm(model.ddc_heads["auxiliary"]) > 0
+
+
+
+@pytest.mark.parametrize("to_aux", [False, True])
+def test_ddc_routing_decides_which_copy_of_the_head_learns(to_aux):
+    """p = argmax f_m: with every pixel sent to f_a, eq. 3 gives f_n (the user's head) nothing, and vice versa."""
+    net = tiny(TorchvisionStyle)
+    model = adapt(net, num_classes=K, ddc_head="classifier")
+    with torch.no_grad():
+        last = model.ddc_heads["mask"][-1]
+        last.weight.zero_()
+        last.bias.copy_(torch.tensor([-20.0, 20.0] if to_aux else [20.0, -20.0]))
+    stats = one_step("ddcat", model)
+    assert stats["routed_aux_clean"] == float(to_aux)
+    if to_aux:
+        assert grad_norm(net.classifier) == 0.0 and grad_norm(model.ddc_heads["auxiliary"]) > 0
+    else:
+        assert grad_norm(net.classifier) > 0 and grad_norm(model.ddc_heads["auxiliary"]) == 0.0
 
 
 def test_ddc_mask_targets_equal_alg2_computed_naively_on_a_user_model():
