@@ -70,6 +70,27 @@ class ScaledHead(EighthResolution):
         return 2 * super().forward(x)
 
 
+class SumOfTwo(nn.Module):
+    """LRASPP-like head: the logits are the sum of two convs on different features."""
+
+    def __init__(self, num_classes: int = 4, width: int = 8):
+        super().__init__()
+        self.low = nn.Conv2d(3, num_classes, 1)
+        self.high = nn.Conv2d(width, num_classes, 1)
+
+    def forward(self, low, high):
+        return F.interpolate(self.low(low), size=high.shape[-2:], mode="bilinear", align_corners=False) + self.high(high)
+
+
+class TwoPath(EighthResolution):
+    def __init__(self, num_classes: int = 4, width: int = 8):
+        super().__init__(num_classes, width)
+        self.head = SumOfTwo(num_classes, width)
+
+    def forward(self, x):
+        return self.head(x, self.trunk(x))
+
+
 def torchvision_style(num_classes: int = 4, aux: bool = False, width: int = 8) -> nn.Module:
     return TorchvisionStyle(num_classes, aux, width)
 

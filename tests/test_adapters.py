@@ -21,7 +21,7 @@ from ddcat.models import adapt
 from ddcat.training import build_method
 from ddcat.training.ddcat import predict_combined
 from ddcat.training.losses import cross_entropy
-from standin_models import EighthResolution, ScaledHead, TorchvisionStyle, TupleOutput
+from standin_models import EighthResolution, ScaledHead, TorchvisionStyle, TupleOutput, TwoPath
 
 K = 4
 
@@ -221,6 +221,13 @@ def test_bad_head_paths(cls, path, needle):
     with pytest.raises(DdcatError) as err:
         adapt(tiny(cls), num_classes=K, ddc_head=path)
     assert needle in str(err.value) and "\n" not in str(err.value)
+
+
+def test_head_whose_logits_sum_two_layers_is_a_one_line_error():
+    model = adapt(tiny(TwoPath), num_classes=K, ddc_head="head").eval()
+    with pytest.raises(DdcatError) as err:
+        model(images(), heads=("main", "mask"))
+    assert "as f_m fails" in str(err.value) and "\n" not in str(err.value)
 
 
 def test_head_that_does_not_produce_the_logits_is_detected():

@@ -254,7 +254,13 @@ class AdaptedModel(nn.Module):
             for name in want_ddc:
                 r = rows.get(name, slice(None))
                 n = len(range(batch)[r])
-                o = self.ddc_heads[name](*_rows(args, r, batch), **{k: _rows(v, r, batch) for k, v in kwargs.items()})
+                try:
+                    o = self.ddc_heads[name](*_rows(args, r, batch), **{k: _rows(v, r, batch) for k, v in kwargs.items()})
+                except RuntimeError as exc:  # e.g. a head whose logits are the sum of two layers (LRASPP)
+                    raise DdcatError(
+                        f"the copy of model.ddc_head '{self.ddc_head}' as f_{'a' if name == 'auxiliary' else 'm'} fails "
+                        f"({str(exc).strip().splitlines()[0][:120]}); ddc_head must end in the one layer that produces the logits"
+                    ) from None
                 k = self.num_classes if name == "auxiliary" else 2
                 out[name] = resize(check_logits(o, n, k, f"the output of model.ddc_head's copy f_{'a' if name == 'auxiliary' else 'm'}"), size)
         return out
