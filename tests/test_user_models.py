@@ -187,6 +187,17 @@ def test_experiment_file_with_a_user_model(tmp_path):
     assert sorted(e["arch"] for e in results["evaluations"]) == ["eighth", "tv"]
 
 
+def test_resumed_user_model_run_ends_with_the_same_weights(tmp_path):
+    cfg = write_config(tmp_path, standin("torchvision_style", "classifier", aux=True), train={"iters": 2, "save_every": 1})
+    ok(["train", "--config", str(cfg), "--method", "ddcat", "--out", str(tmp_path / "straight")])
+    ok(["train", "--config", str(cfg), "--method", "ddcat", "--set", "train.iters=1", "--out", str(tmp_path / "split")])
+    # the 1-iteration run stands for a run stopped after iteration 1 (poly lr at iteration 0 is the base lr either way)
+    ok(["train", "--config", str(cfg), "--method", "ddcat", "--out", str(tmp_path / "split"), "--resume"])
+    a = load_checkpoint(tmp_path / "straight" / "last.pt")["model"]
+    b = load_checkpoint(tmp_path / "split" / "last.pt")["model"]
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
 # ----------------------------------------------------------------------------- user mistakes
 
 
