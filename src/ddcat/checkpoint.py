@@ -161,6 +161,7 @@ def checkpoint_from_config(cfg: dict[str, Any], path: str | Path) -> Path:
     """Write the model ``cfg`` describes (initial weights: model.weights / model.pretrained) as a
     ddcat checkpoint, so that ``ddcat eval --config`` evaluates a model it did not train."""
     spec = spec_from_config(cfg, ddc=False)
+    torch.manual_seed(cfg["seed"])  # layers model.weights does not set: the same on every rank and run
     model = build_from_spec(spec, pretrained=initial_weights(cfg))
     atomic_save({"format": FORMAT, "version": VERSION, "model_spec": spec, "model": model.state_dict(), "config": cfg}, path)
     return Path(path)
