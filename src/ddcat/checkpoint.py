@@ -32,6 +32,7 @@ import torch
 from ddcat.config import DEFAULTS, check_value
 from ddcat.errors import DdcatError, show
 from ddcat.models import DDC_HEADS, Segmenter, build_model
+from ddcat.models import user as user_models
 
 FORMAT = "ddcat"
 VERSION = 1
@@ -106,6 +107,8 @@ def _unlink(path: str | Path) -> None:
 
 def spec_from_config(cfg: dict[str, Any], ddc: bool) -> dict[str, Any]:
     m = cfg["model"]
+    if m.get("factory"):  # the user's own network (models/user.py)
+        return user_models.spec_of(m, cfg["data"]["num_classes"], ddc)
     return {
         "arch": m["arch"],
         "backbone": m["backbone"],
@@ -115,7 +118,16 @@ def spec_from_config(cfg: dict[str, Any], ddc: bool) -> dict[str, Any]:
     }
 
 
+def initial_weights(cfg: dict[str, Any]) -> str | None:
+    """The file a fresh training run starts from: model.weights for a user model, else model.pretrained."""
+    m = cfg["model"]
+    return m.get("weights") if m.get("factory") else m["pretrained"]
+
+
 def build_from_spec(spec: dict[str, Any], pretrained: str | None = None) -> Segmenter:
+    """ddcat's own model, or the user's wrapped in the adapter; ``pretrained`` = the initial weights file."""
+    if user_models.is_user_spec(spec):
+        return user_models.build_user_model(spec, weights=pretrained)
     options = dict(spec["options"])
     if pretrained:
         options["pretrained"] = pretrained
@@ -169,6 +181,8 @@ def check_spec(spec: Any, path: str | Path) -> dict[str, Any]:
     where = f" in checkpoint {path} (model_spec)"
     if not isinstance(spec, dict):
         raise DdcatError(f"checkpoint {path}: 'model_spec' must be a mapping, got {type(spec).__name__}")
+    if user_models.is_user_spec(spec):
+        return user_models.check_user_spec(spec, path)
     missing = [k for k in (*SPEC_KEYS, "ddc", "options") if k not in spec]
     if missing:
         raise DdcatError(f"checkpoint {path}: 'model_spec' lacks {', '.join(missing)}")
@@ -219,6 +233,14 @@ def load_model(path: str | Path, expect: dict[str, Any] | None = None) -> tuple[
     for key, want in (expect or {}).items():
         if spec.get(key) != want:
             raise DdcatError(f"checkpoint {path} has {key}={show(spec.get(key))}, expected {want!r}")
+    if user_models.is_user_spec(spec):
+        user_models.check_trusted(spec["factory"], path)
+        model = build_from_spec(spec)
+        try:
+            model.load_state_dict(ckpt["model"], strict=True)
+        except RuntimeError as exc:
+            raise DdcatError(f"checkpoint {path} does not match its model spec: {_first_line(exc)}") from None
+        return model, ckpt
     check_state_shapes(ckpt["model"], spec, path)
     model = build_from_spec(spec)
     model.load_state_dict(ckpt["model"], strict=True)
@@ -248,6 +270,9 @@ def main_branch_state(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]
 def export_main_branch(src: str | Path, dst: str | Path) -> dict[str, Any]:
     """Write a checkpoint of the main branch alone (``ddc=False``) from any ddcat checkpoint."""
     ckpt = load_checkpoint(src)
+    if user_models.is_user_spec(ckpt["model_spec"]):
+        user_models.check_trusted(ckpt["model_spec"]["factory"], src)
+        return export_user_model(ckpt, src, dst)
     spec = dict(ckpt["model_spec"], ddc=False)
     out = {
         "format": FORMAT,
@@ -260,3 +285,38 @@ def export_main_branch(src: str | Path, dst: str | Path) -> dict[str, Any]:
     check_state_shapes(out["model"], spec, src)  # proves it loads before anything is written
     atomic_save(out, dst)
     return out
+
+
+def export_user_model(ckpt: dict[str, Any], src: str | Path, dst: str | Path) -> dict[str, Any]:
+    """A user model's checkpoint -> the user's own network's state dict (f_a / f_m dropped), as
+    ``.safetensors`` or a ``torch.save`` file by ``dst``'s suffix; it loads with the user's class
+    (``SegformerForSemanticSegmentation(config).load_state_dict(...)``) and as ``model.weights``."""
+    spec = dict(ckpt["model_spec"], ddc=False, ddc_head=None)
+    state = user_models.user_state_dict(ckpt["model"])
+    model = build_from_spec(spec)
+    try:
+        model.user_model().load_state_dict(state, strict=True)  # proves it loads before anything is written
+    except RuntimeError as exc:
+        raise DdcatError(f"checkpoint {src} does not match its model spec: {str(exc).splitlines()[0]}") from None
+    dst = Path(dst)
+    if dst.suffix == ".safetensors":
+        from safetensors.torch import save_file
+
+        dst.parent.mkdir(parents=True, exist_ok=True)
+        tmp = dst.with_name(f".{dst.name}.tmp")
+        save_file({k: v.contiguous() for k, v in state.items()}, str(tmp))
+        os.replace(tmp, dst)
+    else:
+        atomic_save(state, dst)
+    return {"format": "state_dict", "factory": spec["factory"], "model": state}
+
+
+def checkpoint_from_config(cfg: dict[str, Any], path: str | Path) -> Path:
+    """Write the model ``cfg`` describes (initial weights: model.weights / model.pretrained) as a
+    ddcat checkpoint, so that ``ddcat eval --config`` evaluates a model it did not train."""
+    spec = spec_from_config(cfg, ddc=False)
+    user_models.trust(cfg["model"].get("factory"))  # the user's own config
+    torch.manual_seed(cfg["seed"])  # layers model.weights does not set: the same on every rank and run
+    model = build_from_spec(spec, pretrained=initial_weights(cfg))
+    atomic_save({"format": FORMAT, "version": VERSION, "model_spec": spec, "model": model.state_dict(), "config": cfg}, path)
+    return Path(path)

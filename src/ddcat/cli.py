@@ -1,7 +1,7 @@
 """The ``ddcat`` command line.
 
     ddcat train --config FILE [--method M] [--set key=value ...] --out DIR [--resume [CKPT]]
-    ddcat eval --checkpoint CKPT [--attack bim --steps 1-7] [--transfer-from CKPT ...] --out DIR
+    ddcat eval --checkpoint CKPT | --config FILE [--attack bim --steps 1-7] [--transfer-from CKPT ...] --out DIR
     ddcat export CKPT OUT
     ddcat plot-train DIR
     ddcat experiment FILE.yaml --out DIR
@@ -19,10 +19,7 @@ import sys
 from pathlib import Path
 
 from ddcat.errors import DdcatError, Interrupted, show
-from ddcat.outdir import OutputFolder, check_writable_file, check_writable_folder
-
-RUN_FILES = ("last.pt", "last.prev.pt")
-
+from ddcat.outdir import RUN_CHECKPOINTS, OutputFolder, check_writable_file, check_writable_folder
 
 def cmd_train(args: argparse.Namespace) -> int:
     from ddcat.config import load_config
@@ -33,7 +30,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         sets.append(f"train.method={args.method}")
     cfg = load_config(args.config, sets)
     out = Path(args.out)
-    held = [name for name in RUN_FILES if (out / name).exists()]
+    held = [name for name in RUN_CHECKPOINTS if (out / name).exists()]
     if held and args.resume is None:
         raise DdcatError(f"{out} already holds a training run ({held[0]}); pass --resume to continue it or choose another --out")
     resume: bool | str = False
@@ -51,7 +48,7 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 def resume_hint(out: Path, args: argparse.Namespace) -> str:
     """How to continue an interrupted training run (or that nothing was saved yet)."""
-    if not any((out / name).exists() for name in RUN_FILES):
+    if not any((out / name).exists() for name in RUN_CHECKPOINTS):
         return "no checkpoint had been written yet"
     command = ["ddcat", "train"]
     if args.config:
@@ -82,8 +79,11 @@ def cmd_export(args: argparse.Namespace) -> int:
     check_writable_file(output, "export output")
     if output.exists() and not args.overwrite:
         raise DdcatError(f"export output {output} exists; pass --overwrite to replace it")
-    export_main_branch(args.checkpoint, output)
-    print(f"wrote {output} (main branch only, loads into the plain model)")
+    out = export_main_branch(args.checkpoint, output)
+    if out.get("format") == "state_dict":  # a user model (model.factory): its own state dict
+        print(f"wrote {output} (state dict of {out['factory']}'s model, without DDC-AT's heads)")
+    else:
+        print(f"wrote {output} (main branch only, loads into the plain model)")
     return 0
 
 
@@ -132,7 +132,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(fn=cmd_train)
 
     p = sub.add_parser("eval", help="evaluate a checkpoint: clean, white-box sweep, transfer, stronger attacks")
-    p.add_argument("--checkpoint", required=True)
+    source = p.add_mutually_exclusive_group(required=True)
+    source.add_argument("--checkpoint")
+    source.add_argument("--config", help="evaluate the model a config describes (e.g. model.factory + model.weights) without training")
     p.add_argument("--attack", action="append", default=None, help="fgsm | bim | pgd | segpgd | cospgd | masked-ce | js | worst (repeatable)")
     p.add_argument("--steps", default="1-7", help="attack step counts, e.g. 1-7 or 3,7 (default 1-7)")
     p.add_argument("--eps", type=float, default=0.03)
@@ -141,6 +143,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--split", default="val", choices=("train", "val"))
     p.add_argument("--out", required=True)
     p.add_argument("--overwrite", action="store_true", help="replace an evaluation already in --out")
+    p.add_argument("--trust-factory", action="store_true", help="run the model.factory a user-model checkpoint names (it is code)")
     common(p)
     p.set_defaults(fn=cmd_eval)
 
@@ -148,6 +151,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("checkpoint")
     p.add_argument("output")
     p.add_argument("--overwrite", action="store_true", help="replace OUTPUT if it exists")
+    p.add_argument("--trust-factory", action="store_true", help="run the model.factory a user-model checkpoint names (it is code)")
     p.set_defaults(fn=cmd_export)
 
     p = sub.add_parser("plot-train", help="plot losses and DDC-AT routing shares of a training run")
@@ -173,6 +177,9 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    from ddcat.models.user import trust_all
+
+    trust_all(getattr(args, "trust_factory", False))
     try:
         return args.fn(args)
     except DdcatError as exc:

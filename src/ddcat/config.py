@@ -30,6 +30,12 @@ DEFAULTS: dict[str, Any] = {
         "head_channels": 0,  # 0 = derive from the trunk (512 for PSPNet, 256 for DeepLabv3 at width 64)
         "dropout": 0.1,
         "pretrained": None,  # path to a torchvision-style ResNet state dict
+        # the user's own network instead of arch/backbone (docs/user_models.md)
+        "factory": None,  # "package.module:function" returning an nn.Module
+        "kwargs": None,  # mapping of arguments for the factory (YAML scalars, lists, mappings)
+        "weights": None,  # state dict (.pt) or .safetensors file loaded into the factory's model
+        "normalize": None,  # null | imagenet | {mean: [3 values], std: [3 values]}, applied inside the adapter
+        "ddc_head": None,  # dotted path of the module producing the logits, for DDC-AT (e.g. decode_head.classifier)
     },
     "data": {
         "name": "synthetic",  # synthetic | voc | cityscapes | list
@@ -91,6 +97,11 @@ DEFAULTS: dict[str, Any] = {
 # Keys whose default is None: the types they accept.
 _NULLABLE: dict[str, tuple[type, ...]] = {
     "model.pretrained": (str,),
+    "model.factory": (str,),
+    "model.kwargs": (dict,),
+    "model.weights": (str,),
+    "model.normalize": (dict, str),
+    "model.ddc_head": (str,),
     "data.root": (str,),
     "data.train_list": (str,),
     "data.val_list": (str,),
@@ -206,7 +217,9 @@ def check_value(key: str, value: Any, where: str = "") -> Any:
     if default is None:
         allowed = _NULLABLE[key]
         if value is not None and not isinstance(value, allowed):
-            raise DdcatError(f"config key '{key}'{where} must be {allowed[0].__name__} or null, got {show(value)}")
+            raise DdcatError(f"config key '{key}'{where} must be {' or '.join(t.__name__ for t in allowed)} or null, got {show(value)}")
+        if value is not None and key in _USER_MODEL_CHECKS:
+            _USER_MODEL_CHECKS[key](value, key, where)
     elif isinstance(default, bool):
         if not isinstance(value, bool):
             raise DdcatError(f"config key '{key}'{where} must be true or false, got {show(value)}")
@@ -342,9 +355,47 @@ def apply_sets(cfg: dict[str, Any], sets: list[str] | tuple[str, ...]) -> dict[s
     return out
 
 
+# --- user models (model.factory): value checks of the keys that hold more than a scalar ---------
+def _check_kwargs(value: Any, key: str, where: str) -> None:
+    """YAML plain data only (scalars, lists, string-keyed mappings): it is stored in checkpoints
+    read with ``weights_only=True`` and hashed into experiment run ids."""
+    if isinstance(value, (str, int, float, bool, type(None))):
+        return
+    if isinstance(value, list):
+        for i, v in enumerate(value):
+            _check_kwargs(v, f"{key}[{i}]", where)
+        return
+    if isinstance(value, dict):
+        for k, v in value.items():
+            if not isinstance(k, str):
+                raise DdcatError(f"config key '{key}'{where} must have string keys, got {k!r}")
+            _check_kwargs(v, f"{key}.{k}", where)
+        return
+    raise DdcatError(f"config key '{key}'{where} must hold YAML scalars, lists and mappings only, got a {type(value).__name__}")
+
+
+def _check_normalize(value: Any, key: str, where: str) -> None:
+    ok = value == "imagenet" or (
+        isinstance(value, dict) and set(value) == {"mean", "std"}
+        and all(isinstance(value[k], list) and len(value[k]) == 3 and all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in value[k]) for k in ("mean", "std"))
+        and all(v > 0 for v in value["std"])
+    )
+    if not ok:
+        raise DdcatError(f"config key '{key}'{where} must be null, imagenet or {{mean: [3 numbers], std: [3 positive numbers]}}, got {value!r}")
+
+
+_USER_MODEL_CHECKS = {"model.kwargs": _check_kwargs, "model.normalize": _check_normalize}
+_USER_MODEL_KEYS = ("kwargs", "weights", "normalize", "ddc_head")
+# -----------------------------------------------------------------------------------------------
+
+
 def validate(cfg: dict[str, Any]) -> None:
     """Cross-key checks that a per-key check (type, choice, range) cannot make."""
     t, a, d = cfg["train"], cfg["attack"], cfg["data"]
+    if not cfg["model"].get("factory"):
+        for key in _USER_MODEL_KEYS:
+            if cfg["model"].get(key) is not None:
+                raise DdcatError(f"config key 'model.{key}' applies to model.factory models only; set model.factory too")
     if cfg["model"]["output_stride"] not in (8, 16, 32):
         raise DdcatError(f"config key 'model.output_stride' must be 8, 16 or 32, got {cfg['model']['output_stride']}")
     if d["scale_min"] > d["scale_max"]:

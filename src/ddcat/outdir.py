@@ -8,8 +8,8 @@ Every command that writes a folder (``train``, ``eval``, ``experiment``, ``demo`
 * an exclusive ``flock`` on ``OUT/.ddcat.lock`` keeps a second process out; it is refused with a
   message naming the holder (pid, host, command). With ``torchrun`` only rank 0 takes it;
 * on failure or Ctrl-C, a folder the command created is removed only if nothing below it is a
-  checkpoint (``*.pt``): half-written output goes, a resumable run never does. A folder that
-  existed before is never removed.
+  training checkpoint (``last.pt`` / ``last.prev.pt``): half-written output goes, a resumable run
+  never does. A folder that existed before is never removed.
 """
 
 from __future__ import annotations
@@ -58,9 +58,13 @@ def _check_parents(path: Path, what: str, shown: Path | None = None) -> None:
         raise DdcatError(f"{what} {shown}: {target} is not writable")
 
 
+RUN_CHECKPOINTS = ("last.pt", "last.prev.pt")
+
+
 def checkpoints_below(path: Path) -> list[Path]:
+    """The training checkpoints in ``path`` and its subfolders (an experiment holds many runs)."""
     try:
-        return [p for p in path.rglob("*.pt") if p.is_file()]
+        return [p for name in RUN_CHECKPOINTS for p in path.rglob(name) if p.is_file()]
     except OSError:
         return []
 

@@ -103,6 +103,11 @@ def format_tables(result: dict[str, Any], attacks: list[str], steps: list[int]) 
 
 
 def run_eval(args) -> dict[str, Any]:
+    if getattr(args, "config", None):  # --config: the untrained model as a checkpoint in OUT/model.pt
+        from ddcat.checkpoint import checkpoint_from_config
+        from ddcat.config import load_config
+
+        args.checkpoint = str(checkpoint_from_config(load_config(args.config, args.set or []), Path(args.out) / "model.pt"))
     attacks = args.attack or []
     steps = parse_steps(args.steps) if attacks else []
     result = evaluate_checkpoint(

@@ -30,8 +30,10 @@ class Method:
         raise NotImplementedError
 
     def supervised_terms(self, out: dict[str, torch.Tensor], labels: torch.Tensor) -> tuple[torch.Tensor, dict[str, float]]:
-        """CE of the main head plus the weighted deep-supervision CE."""
+        """CE of the main head plus the weighted deep-supervision CE (when the model has that head)."""
         main = cross_entropy(out["main"], labels)
+        if "deep_sup" not in out:  # a user model without an auxiliary output: no deep supervision
+            return main, {"loss_main": main.item()}
         deep = cross_entropy(out["deep_sup"], labels)
         return main + self.deep_sup_weight * deep, {"loss_main": main.item(), "loss_deep_sup": deep.item()}
 

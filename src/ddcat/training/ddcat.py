@@ -135,9 +135,10 @@ class DivideAndConquerTraining(Method):
         l_n = routed_cross_entropy(out["main"], labels, q)
         l_a = routed_cross_entropy(out["auxiliary"], labels, p)
         l_m = mask_loss(out["mask"], targets, labels, ignore_void=self.mask_ignore)
-        deep = cross_entropy(out["deep_sup"], labels)
+        # user models without an auxiliary output have no deep supervision
+        deep = cross_entropy(out["deep_sup"], labels) if "deep_sup" in out else None
         w_n, w_a, w_m = self.lambdas
-        loss = w_n * l_n + w_a * l_a + w_m * l_m + self.deep_sup_weight * deep
+        loss = w_n * l_n + w_a * l_a + w_m * l_m + (self.deep_sup_weight * deep if deep is not None else 0.0)
         valid = labels != 255
         clean_valid = valid[:n_clean]
         stats = {
@@ -145,13 +146,14 @@ class DivideAndConquerTraining(Method):
             "loss_main": l_n.item(),
             "loss_aux": l_a.item(),
             "loss_mask": l_m.item(),
-            "loss_deep_sup": deep.item(),
             # share of valid clean pixels the mask head sends to f_a (p = 1), and of mask labels = 1
             "routed_aux_clean": _share(p[:n_clean], clean_valid),
             "routed_aux_adv": _share(p[n_clean:], valid[n_clean:]),
             "mask_pos_clean": _share(targets[:n_clean], clean_valid),
             "mask_pos_adv": _share(targets[n_clean:], valid[n_clean:]),
         }
+        if deep is not None:
+            stats["loss_deep_sup"] = deep.item()
         return loss, stats
 
 

@@ -30,6 +30,7 @@ from ddcat.checkpoint import (
     VERSION,
     atomic_save,
     build_from_spec,
+    initial_weights,
     check_resumable,
     check_state_shapes,
     load_checkpoint,
@@ -39,6 +40,7 @@ from ddcat.checkpoint import (
 from ddcat.data import build_dataset
 from ddcat.distributed import DistContext, barrier, init_distributed
 from ddcat.errors import DdcatError
+from ddcat.models.user import trust as trust_factory
 from ddcat.runinfo import write_run_files
 from ddcat.training import batchnorm as bn
 from ddcat.training.base import Method, adversarial_split
@@ -205,6 +207,7 @@ def train(cfg: dict[str, Any], out: str | Path, resume: str | Path | bool = Fals
         adversarial_split(local_batch, t["adv_fraction"], method.name)  # fail before any work
 
     spec = spec_from_config(cfg, ddc=method.needs_ddc_heads)
+    trust_factory(cfg["model"].get("factory"))  # a training config is the user's own
     ckpt = None
     if resume:
         path, ckpt = resume_checkpoint(out, resume, t["iters"])
@@ -212,7 +215,7 @@ def train(cfg: dict[str, Any], out: str | Path, resume: str | Path | bool = Fals
             raise DdcatError(f"checkpoint {path} was trained with another model ({ckpt['model_spec']}) than the config asks for ({spec})")
         check_state_shapes(ckpt["model"], spec, path)
     torch.manual_seed(cfg["seed"])  # the same initial weights on every rank and every run of this seed
-    model = build_from_spec(spec, pretrained=None if ckpt else cfg["model"]["pretrained"]).to(ctx.device)
+    model = build_from_spec(spec, pretrained=None if ckpt else initial_weights(cfg)).to(ctx.device)
     if ctx.enabled and ctx.device.type == "cuda":
         model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
     if t["channels_last"]:
@@ -231,7 +234,10 @@ def train(cfg: dict[str, Any], out: str | Path, resume: str | Path | bool = Fals
         ids = [ctx.device.index] if ctx.device.type == "cuda" else None
         # BatchNorm buffers are averaged over ranks after each iteration (training/batchnorm.py),
         # so DDP need not broadcast them at every forward
-        net = nn.parallel.DistributedDataParallel(model, device_ids=ids, forward_sync_buffers=False)
+        # a user model may hold parameters its forward does not use (e.g. an auxiliary head that
+        # only runs when labels are passed): DDP must then look for them
+        unused = bool(spec.get("factory"))
+        net = nn.parallel.DistributedDataParallel(model, device_ids=ids, forward_sync_buffers=False, find_unused_parameters=unused)
     if t["compile"]:
         net = torch.compile(net)
 
