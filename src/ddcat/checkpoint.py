@@ -21,6 +21,7 @@ import torch
 
 from ddcat.errors import DdcatError
 from ddcat.models import DDC_HEADS, Segmenter, build_model
+from ddcat.models.segmenter import MODEL_OPTIONS
 
 FORMAT = "ddcat"
 VERSION = 1
@@ -49,7 +50,7 @@ def spec_from_config(cfg: dict[str, Any], ddc: bool) -> dict[str, Any]:
         "backbone": m["backbone"],
         "num_classes": cfg["data"]["num_classes"],
         "ddc": ddc,
-        "options": {k: m[k] for k in ("width", "deep_stem", "output_stride", "head_channels", "dropout")},
+        "options": {k: m[k] for k in MODEL_OPTIONS},
     }
 
 
