@@ -288,11 +288,17 @@ def _named_keys(tree: Any, prefix: str = "") -> set[str]:
 
 
 def apply_protocol(cfg: dict[str, Any], explicit: set[str] | frozenset[str] = frozenset()) -> dict[str, Any]:
-    """A copy of ``cfg`` with the preset of ``cfg['protocol']`` applied to every key not in ``explicit``."""
+    """A copy of ``cfg`` with the preset of ``cfg['protocol']`` applied to every key not in ``explicit``.
+
+    Every key that some preset sets is set: to the chosen preset's value, or to its default when the
+    chosen preset leaves it alone (so ``--set protocol=default`` undoes a file's ``protocol: paper``).
+    """
     out = copy.deepcopy(cfg)
-    for key, value in PRESETS[out["protocol"]].items():
+    chosen = PRESETS[out["protocol"]]
+    for key in dict.fromkeys(k for preset in PRESETS.values() for k in preset):
         if key in explicit:
             continue
+        value = chosen.get(key, _default_of(key))
         section, name = key.split(".")
         out[section][name] = value(out) if callable(value) else value
     return out
