@@ -54,6 +54,7 @@ def peak_gib(device: torch.device) -> float | None:
 def timed(fn, device: torch.device, warmup: int, repeats: int) -> float:
     for _ in range(warmup):
         fn()
+    reset_peak(device)  # after the warm-up: cudnn.benchmark's algorithm search allocates large workspaces once
     times = []
     for _ in range(repeats):
         sync(device)
