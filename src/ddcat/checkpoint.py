@@ -29,10 +29,11 @@ from typing import Any, Iterator
 
 import torch
 
-from ddcat.config import DEFAULTS, check_value
+from ddcat.config import check_value
 from ddcat.errors import DdcatError, show
 from ddcat.models import DDC_HEADS, Segmenter, build_model
 from ddcat.models import user as user_models
+from ddcat.models.segmenter import MODEL_OPTIONS
 
 FORMAT = "ddcat"
 VERSION = 1
@@ -114,7 +115,7 @@ def spec_from_config(cfg: dict[str, Any], ddc: bool) -> dict[str, Any]:
         "backbone": m["backbone"],
         "num_classes": cfg["data"]["num_classes"],
         "ddc": ddc,
-        "options": {k: m[k] for k in ("width", "deep_stem", "output_stride", "head_channels", "dropout")},
+        "options": {k: m[k] for k in MODEL_OPTIONS},
     }
 
 
@@ -194,7 +195,7 @@ def check_spec(spec: Any, path: str | Path) -> dict[str, Any]:
     options = spec["options"]
     if not isinstance(options, dict):
         raise DdcatError(f"checkpoint {path}: 'model_spec.options' must be a mapping, got {type(options).__name__}")
-    known = set(DEFAULTS["model"]) - {"arch", "backbone", "pretrained"}
+    known = set(MODEL_OPTIONS)
     unknown = [show(k) for k in options if k not in known]
     if unknown:
         raise DdcatError(f"checkpoint {path}: unknown model option(s) {', '.join(unknown)} in 'model_spec.options'")

@@ -119,7 +119,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
 
     def common(p: argparse.ArgumentParser) -> None:
-        p.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a config key (repeatable)")
+        p.add_argument("--set", action="extend", nargs="+", metavar="KEY=VALUE", help="override config keys: --set a=1 b=2 (repeatable)")
         p.add_argument("--device", default=None, help="torch device (default: cuda when available, else cpu)")
         p.add_argument("--no-progress", action="store_true", help="no progress bars")
 

@@ -21,6 +21,7 @@ from ddcat.errors import DdcatError, show
 # ``None`` defaults accept a value of any of the listed types (see _NULLABLE).
 DEFAULTS: dict[str, Any] = {
     "seed": 0,
+    "protocol": "default",  # default | paper: the paper code's evaluation, augmentation and trunk (PRESETS)
     "model": {
         "arch": "pspnet",  # pspnet | deeplabv3
         "backbone": "resnet18",  # resnet18 | resnet50 | resnet101
@@ -30,6 +31,11 @@ DEFAULTS: dict[str, Any] = {
         "head_channels": 0,  # 0 = derive from the trunk (512 for PSPNet, 256 for DeepLabv3 at width 64)
         "dropout": 0.1,
         "pretrained": None,  # path to a torchvision-style ResNet state dict
+        # --- the paper code's trunk and heads (docs/protocol.md); defaults = ddcat's historical model
+        "dilation": "torchvision",  # torchvision (first block of a dilated stage keeps the previous rate) | paper (every block)
+        "stem_width": 0,  # deep stem widths s, s, 2s (0 = width // 2; the paper's code: 64)
+        "align_corners": False,  # bilinear upsampling convention (the paper's code: true)
+        "deep_sup_kernel": 3,  # kernel of the deep-supervision head's first conv (the paper's DeepLabv3: 1)
         # the user's own network instead of arch/backbone (docs/user_models.md)
         "factory": None,  # "package.module:function" returning an nn.Module
         "kwargs": None,  # mapping of arguments for the factory (YAML scalars, lists, mappings)
@@ -54,6 +60,8 @@ DEFAULTS: dict[str, Any] = {
         "blur": True,
         "flip": True,
         "workers": 0,
+        "fill": "zero",  # zero | mean: colour of the pixels rotation and crop padding uncover (the paper's code: mean)
+        "rotate_prob": 1.0,  # probability of rotating a training sample (the paper's code: 0.5)
     },
     "train": {
         "method": "clean",  # clean | sat | ddcat | ddcat-m | ddcat-n
@@ -91,6 +99,13 @@ DEFAULTS: dict[str, Any] = {
         "stride_rate": 0.6667,
         "batch_size": 8,
         "max_images": 0,  # 0 = all
+        # --- the paper code's test-time protocol (docs/protocol.md); every option is differentiable
+        "flip": False,  # average in the horizontally flipped input's prediction
+        "base_size": 0,  # resize the image so that its long side is base_size first (0 = off)
+        "score_at": "input",  # input (prediction resized back, original labels) | base (labels resized to the base size)
+        "pad": "zero",  # zero (bottom/right) | mean (centred, mean colour): images smaller than a window
+        "average": "logits",  # logits | softmax: what overlapping windows and flips average
+        "attack_per_crop": False,  # attack each window on its own, as the paper's code (weaker than whole-image)
     },
 }
 
@@ -116,6 +131,38 @@ CHOICES: dict[str, tuple[str, ...]] = {
     "train.optimizer": ("sgd", "adamw"),
     "attack.name": ("bim", "pgd", "segpgd"),
     "eval.mode": ("whole", "slide"),
+    "protocol": ("default", "paper"),
+    "model.dilation": ("torchvision", "paper"),
+    "data.fill": ("zero", "mean"),
+    "eval.score_at": ("input", "base"),
+    "eval.pad": ("zero", "mean"),
+    "eval.average": ("logits", "softmax"),
+}
+
+# ----------------------------------------------------------------------------- protocol presets
+# ``protocol: paper`` sets every key below to the value of the paper's public code (docs/protocol.md),
+# except the keys the YAML file or ``--set`` name explicitly. A value may be a function of the
+# config (e.g. the base size depends on the dataset).
+PAPER_BASE_SIZE = {"voc": 512, "cityscapes": 1024}  # semseg's VOC config; the DDC-AT code's 1024x512 Cityscapes
+PAPER_SCORE_AT = {"voc": "input", "cityscapes": "base"}
+PRESETS: dict[str, dict[str, Any]] = {
+    "default": {},
+    "paper": {
+        "model.deep_stem": True,
+        "model.stem_width": 64,
+        "model.dilation": "paper",
+        "model.align_corners": True,
+        "model.deep_sup_kernel": lambda cfg: 1 if cfg["model"]["arch"] == "deeplabv3" else 3,
+        "data.fill": "mean",
+        "data.rotate_prob": 0.5,
+        "eval.mode": "slide",
+        "eval.flip": True,
+        "eval.base_size": lambda cfg: PAPER_BASE_SIZE.get(cfg["data"]["name"], 0),
+        "eval.score_at": lambda cfg: PAPER_SCORE_AT.get(cfg["data"]["name"], "input"),
+        "eval.pad": "mean",
+        "eval.average": "softmax",
+        "eval.attack_per_crop": False,  # ddcat attacks the whole inference path: stricter than the code
+    },
 }
 
 
@@ -185,6 +232,9 @@ RANGES: dict[str, Range] = {
     "eval.stride_rate": Range(0.0, 1.0, open_lo=True),
     "eval.batch_size": AT_LEAST_1,
     "eval.max_images": AT_LEAST_0,
+    "eval.base_size": Range(0, 8192),
+    "model.stem_width": Range(0, 1024),
+    "data.rotate_prob": Range(0.0, 1.0),
 }
 
 
@@ -275,6 +325,9 @@ def merge(cfg: dict[str, Any], overrides: dict[str, Any], where: str = "") -> di
         raise DdcatError(f"config{where} must be a mapping of sections, got {type(overrides).__name__}")
     for key, value in overrides.items():
         _set(out, show(key) if not isinstance(key, str) else key, value, where)
+    named = _named_keys(overrides)
+    if "protocol" in named:  # the preset fills every key this mapping does not name
+        out = apply_protocol(out, named)
     return out
 
 
@@ -338,19 +391,59 @@ def load_yaml(path: str | Path, what: str = "config file") -> dict[str, Any]:
 
 
 def load_config(path: str | Path | None = None, sets: list[str] | tuple[str, ...] = ()) -> dict[str, Any]:
-    """Defaults, then the YAML file (if any), then ``--set`` overrides, all validated."""
+    """Defaults, then the YAML file (if any), then ``--set`` overrides, then the ``protocol``
+    preset for every key neither names; validated."""
     cfg = copy.deepcopy(DEFAULTS)
+    explicit: set[str] = set()
     if path is not None:
-        cfg = merge(cfg, load_yaml(path), where=f" in {path}")
-    return apply_sets(cfg, sets)
+        data = load_yaml(path)
+        cfg = merge(cfg, data, where=f" in {path}")
+        explicit |= _named_keys(data)
+    return apply_sets(cfg, sets, explicit, resolve_protocol=True)
 
 
-def apply_sets(cfg: dict[str, Any], sets: list[str] | tuple[str, ...]) -> dict[str, Any]:
-    """A copy of ``cfg`` with ``--set key=value`` overrides applied, then validated as a whole."""
+def _named_keys(tree: Any, prefix: str = "") -> set[str]:
+    """Dotted leaf keys a (partial, nested) override names."""
+    if not isinstance(tree, dict):
+        return {prefix[:-1]} if prefix else set()
+    out: set[str] = set()
+    for name, value in tree.items():
+        out |= _named_keys(value, f"{prefix}{name}.")
+    return out
+
+
+def apply_protocol(cfg: dict[str, Any], explicit: set[str] | frozenset[str] = frozenset()) -> dict[str, Any]:
+    """A copy of ``cfg`` with the preset of ``cfg['protocol']`` applied to every key not in ``explicit``.
+
+    Every key that some preset sets is set: to the chosen preset's value, or to its default when the
+    chosen preset leaves it alone (so ``--set protocol=default`` undoes a file's ``protocol: paper``).
+    """
     out = copy.deepcopy(cfg)
+    chosen = PRESETS[out["protocol"]]
+    for key in dict.fromkeys(k for preset in PRESETS.values() for k in preset):
+        if key in explicit:
+            continue
+        value = chosen.get(key, _default_of(key))
+        section, name = key.split(".")
+        out[section][name] = value(out) if callable(value) else value
+    return out
+
+
+def apply_sets(
+    cfg: dict[str, Any], sets: list[str] | tuple[str, ...], explicit: set[str] | frozenset[str] = frozenset(), resolve_protocol: bool = False
+) -> dict[str, Any]:
+    """A copy of ``cfg`` with ``--set key=value`` overrides applied, then validated as a whole.
+
+    A preset named by the overrides (or ``resolve_protocol``) fills every key not named by them or
+    by ``explicit``; a preset already resolved in ``cfg`` is left alone otherwise."""
+    out = copy.deepcopy(cfg)
+    named = set(explicit)
     for text in sets:
         key, value = parse_override(text)
         _set(out, key, value, where=" (--set)")
+        named |= _named_keys({key: value})
+    if resolve_protocol or "protocol" in named:
+        out = apply_protocol(out, named)
     validate(out)
     return out
 
@@ -368,7 +461,7 @@ def _check_kwargs(value: Any, key: str, where: str) -> None:
     if isinstance(value, dict):
         for k, v in value.items():
             if not isinstance(k, str):
-                raise DdcatError(f"config key '{key}'{where} must have string keys, got {k!r}")
+                raise DdcatError(f"config key '{key}'{where} must have string keys, got {show(k)}")
             _check_kwargs(v, f"{key}.{k}", where)
         return
     raise DdcatError(f"config key '{key}'{where} must hold YAML scalars, lists and mappings only, got a {type(value).__name__}")
@@ -381,7 +474,7 @@ def _check_normalize(value: Any, key: str, where: str) -> None:
         and all(v > 0 for v in value["std"])
     )
     if not ok:
-        raise DdcatError(f"config key '{key}'{where} must be null, imagenet or {{mean: [3 numbers], std: [3 positive numbers]}}, got {value!r}")
+        raise DdcatError(f"config key '{key}'{where} must be null, imagenet or {{mean: [3 numbers], std: [3 positive numbers]}}, got {show(value)}")
 
 
 _USER_MODEL_CHECKS = {"model.kwargs": _check_kwargs, "model.normalize": _check_normalize}
@@ -396,6 +489,8 @@ def validate(cfg: dict[str, Any]) -> None:
         for key in _USER_MODEL_KEYS:
             if cfg["model"].get(key) is not None:
                 raise DdcatError(f"config key 'model.{key}' applies to model.factory models only; set model.factory too")
+    if cfg["model"]["deep_sup_kernel"] not in (1, 3):
+        raise DdcatError(f"config key 'model.deep_sup_kernel' must be 1 or 3, got {cfg['model']['deep_sup_kernel']}")
     if cfg["model"]["output_stride"] not in (8, 16, 32):
         raise DdcatError(f"config key 'model.output_stride' must be 8, 16 or 32, got {cfg['model']['output_stride']}")
     if d["scale_min"] > d["scale_max"]:

@@ -5,6 +5,12 @@ IoU_c = TP / (TP + FP + FN). Two mIoU conventions are reported:
 
 - ``mIoU``: mean over classes whose union is non-empty (the common modern convention);
 - ``mIoU_all``: mean over all K classes, an absent class counting 0 (the paper's code).
+
+and two mAcc (mean per-class recall) conventions:
+
+- ``mAcc``: mean over classes present in the ground truth;
+- ``mAcc_all``: mean over all K classes, a class absent from the ground truth counting 0 (the
+  paper's code: ``mean(intersection / (target + 1e-10))``).
 """
 
 from __future__ import annotations
@@ -55,6 +61,7 @@ def metrics_from_confusion(matrix: torch.Tensor) -> dict[str, object]:
         "mIoU": float(iou[present].mean()) if present.any() else 0.0,
         "mIoU_all": float(iou.mean()),
         "mAcc": float(recall[has_gt].mean()) if has_gt.any() else 0.0,
+        "mAcc_all": float(recall.mean()),
         "aAcc": float(tp.sum() / total) if total > 0 else 0.0,
         "per_class_iou": [float(v) if p else None for v, p in zip(iou.tolist(), present.tolist())],
         "num_pixels": int(total),

@@ -34,7 +34,9 @@ def build_transform(cfg: dict[str, Any], split: str) -> TrainTransform | EvalTra
     crop = cfg["train"]["crop_size"]
     if crop <= 0:
         raise DdcatError(f"config key 'train.crop_size' must be positive, got {crop}")
-    return TrainTransform(crop, scale=(lo, hi), rotate=d["rotate"], blur=d["blur"], flip=d["flip"])
+    return TrainTransform(
+        crop, scale=(lo, hi), rotate=d["rotate"], blur=d["blur"], flip=d["flip"], fill=d["fill"], rotate_prob=d["rotate_prob"]
+    )
 
 
 def _synthetic(cfg: dict[str, Any], split: str, transform: Any) -> SyntheticSegmentation:

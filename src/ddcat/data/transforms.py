@@ -23,6 +23,10 @@ import torch
 from PIL import Image, ImageFilter
 
 IGNORE_INDEX = 255
+# ``fill="mean"``: the ImageNet mean colour on 0..255 (the paper's code fills with the float mean
+# 123.675, 116.28, 103.53 on its float images; ddcat's uint8 images hold it rounded).
+MEAN_FILL = (124, 116, 104)
+FILLS = {"zero": (0, 0, 0), "mean": MEAN_FILL}
 # cv2.GaussianBlur with a 5x5 kernel and sigma 0 (the paper's code) uses sigma = 1.1.
 BLUR_SIGMA = 1.1
 
@@ -64,15 +68,15 @@ def rescale(image: np.ndarray, label: np.ndarray, factor: float) -> tuple[np.nda
 
 
 def rotate(
-    image: np.ndarray, label: np.ndarray, angle: float, ignore_index: int = IGNORE_INDEX
+    image: np.ndarray, label: np.ndarray, angle: float, ignore_index: int = IGNORE_INDEX, fill: tuple[int, int, int] = (0, 0, 0)
 ) -> tuple[np.ndarray, np.ndarray]:
     """Rotate by ``angle`` degrees (counter-clockwise) about the centre, keeping the size.
 
-    Uncovered pixels become 0 in the image and ``ignore_index`` in the label.
+    Uncovered pixels become ``fill`` in the image and ``ignore_index`` in the label.
     """
     if angle == 0:
         return image, label
-    img = Image.fromarray(image).rotate(angle, resample=Image.BILINEAR, fillcolor=(0, 0, 0))
+    img = Image.fromarray(image).rotate(angle, resample=Image.BILINEAR, fillcolor=tuple(int(c) for c in fill))
     lab = Image.fromarray(label).rotate(angle, resample=Image.NEAREST, fillcolor=int(ignore_index))
     return np.asarray(img), np.asarray(lab)
 
@@ -88,15 +92,22 @@ def hflip(image: np.ndarray, label: np.ndarray) -> tuple[np.ndarray, np.ndarray]
 
 
 def pad_to(
-    image: np.ndarray, label: np.ndarray, height: int, width: int, ignore_index: int = IGNORE_INDEX
+    image: np.ndarray,
+    label: np.ndarray,
+    height: int,
+    width: int,
+    ignore_index: int = IGNORE_INDEX,
+    fill: tuple[int, int, int] = (0, 0, 0),
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Pad (centred) to at least ``height x width``: image with 0, label with ``ignore_index``."""
+    """Pad (centred) to at least ``height x width``: image with ``fill``, label with ``ignore_index``."""
     h, w = label.shape
     ph, pw = max(height - h, 0), max(width - w, 0)
     if ph == 0 and pw == 0:
         return image, label
     pads = ((ph // 2, ph - ph // 2), (pw // 2, pw - pw // 2))
-    img = np.pad(image, pads + ((0, 0),), mode="constant", constant_values=0)
+    img = np.stack(
+        [np.pad(image[:, :, c], pads, mode="constant", constant_values=int(fill[c])) for c in range(image.shape[2])], axis=2
+    )
     lab = np.pad(label, pads, mode="constant", constant_values=ignore_index)
     return img, lab
 
@@ -131,9 +142,13 @@ class TrainTransform:
         blur: apply a Gaussian blur (sigma :data:`BLUR_SIGMA`) with probability 0.5.
         flip: flip horizontally with probability 0.5.
         ignore_index: label written where rotation or padding leaves no data.
+        fill: ``"zero"`` or ``"mean"`` (the paper's code): the image colour where rotation or padding
+            leaves no data.
+        rotate_prob: probability of rotating a sample (1 = always; the paper's code: 0.5).
 
     The random draws happen in a fixed order whatever the switches are, so turning one step off does
-    not change the others' parameters for the same ``rng``.
+    not change the others' parameters for the same ``rng``. (With ``rotate_prob < 1`` one more draw
+    decides the rotation, after the others; ``rotate_prob = 1`` draws nothing, the historical stream.)
     """
 
     def __init__(
@@ -144,8 +159,15 @@ class TrainTransform:
         blur: bool = True,
         flip: bool = True,
         ignore_index: int = IGNORE_INDEX,
+        fill: str = "zero",
+        rotate_prob: float = 1.0,
     ) -> None:
         self.crop_h, self.crop_w = _crop_hw(crop_size)
+        if fill not in FILLS:
+            raise ValueError(f"fill must be one of {', '.join(FILLS)}, got {fill!r}")
+        if not 0.0 <= rotate_prob <= 1.0:
+            raise ValueError(f"rotate_prob must lie in [0, 1], got {rotate_prob}")
+        self.fill, self.rotate_prob = fill, float(rotate_prob)
         lo, hi = float(scale[0]), float(scale[1])
         if not 0 < lo <= hi:
             raise ValueError(f"scale must satisfy 0 < min <= max, got {scale}")
@@ -165,9 +187,10 @@ class TrainTransform:
         angle = rng.uniform(-self.rotate, self.rotate)
         do_blur = bool(rng.random() < 0.5)
         do_flip = bool(rng.random() < 0.5)
+        do_rotate = bool(rng.random() < self.rotate_prob) if self.rotate_prob < 1.0 else True
         return {
             "scale": float(factor),
-            "angle": float(angle) if self.rotate > 0 else 0.0,
+            "angle": float(angle) if self.rotate > 0 and do_rotate else 0.0,
             "blur": do_blur and self.blur,
             "flip": do_flip and self.flip,
         }
@@ -178,12 +201,13 @@ class TrainTransform:
         image, label = check_pair(image, label)
         p = self.params(rng)
         image, label = rescale(image, label, p["scale"])
-        image, label = rotate(image, label, p["angle"], self.ignore_index)
+        colour = FILLS[self.fill]
+        image, label = rotate(image, label, p["angle"], self.ignore_index, colour)
         if p["blur"]:
             image = blur(image)
         if p["flip"]:
             image, label = hflip(image, label)
-        image, label = pad_to(image, label, self.crop_h, self.crop_w, self.ignore_index)
+        image, label = pad_to(image, label, self.crop_h, self.crop_w, self.ignore_index, colour)
         h, w = label.shape
         top = int(rng.integers(0, h - self.crop_h + 1))
         left = int(rng.integers(0, w - self.crop_w + 1))
@@ -193,7 +217,8 @@ class TrainTransform:
     def __repr__(self) -> str:
         return (
             f"TrainTransform(crop_size=({self.crop_h}, {self.crop_w}), scale={self.scale}, "
-            f"rotate={self.rotate}, blur={self.blur}, flip={self.flip}, ignore_index={self.ignore_index})"
+            f"rotate={self.rotate}, blur={self.blur}, flip={self.flip}, ignore_index={self.ignore_index}, "
+            f"fill={self.fill!r}, rotate_prob={self.rotate_prob})"
         )
 
 

@@ -17,6 +17,7 @@ from tqdm import tqdm
 
 from ddcat.attacks import BIM, WorstCase
 from ddcat.distributed import DistContext, all_reduce_sum
+from ddcat.evaluation.inference import evaluation_inputs
 from ddcat.metrics import ConfusionMatrix
 
 
@@ -77,14 +78,16 @@ def evaluate(
     target.eval()
     matrices = {s.key(): ConfusionMatrix(num_classes) for s in settings}
     sweeps: dict[tuple, list[Setting]] = {}
+    per_crop = bool(getattr(target, "attack_per_crop", False))  # eval.attack_per_crop (docs/protocol.md)
     for s in settings:
-        if type(s.attack) is BIM and not s.attack.targeted:
+        if type(s.attack) is BIM and not s.attack.targeted and not per_crop:
             sweeps.setdefault((s.source, s.attack.eps, s.attack.alpha), []).append(s)
     n_images = 0
     total = len(dataset) if not max_images else min(max_images, len(dataset))
     bar = tqdm(total=total, desc=desc, disable=not (progress and ctx.is_main), dynamic_ncols=True, leave=False)
     for images, labels in image_batches(dataset, batch_size, ctx.rank, ctx.world, max_images):
         images, labels = images.to(device), labels.to(device)
+        images, labels = evaluation_inputs(target, images, labels)  # eval.score_at=base: resized
         preds = {}
         done: dict[tuple[str, str], torch.Tensor] = {}  # (source, repr(attack)) -> adversarial images
         for group in sweeps.values():  # BIM step counts of one (source, eps, alpha): one longest run
@@ -94,6 +97,11 @@ def evaluate(
                 done[(s.source, repr(BIM(s.attack.eps, s.attack.alpha, s.steps)))] = advs[s.steps]
         for s in sorted(settings, key=lambda s: isinstance(s.attack, WorstCase)):  # worst case last
             model = s.source_model or target
+            if per_crop and s.attack is not None:  # the paper code's window-by-window attack
+                attack = (lambda m, x, y, a=s.attack: a.run(m, x, y)[0]) if isinstance(s.attack, WorstCase) else s.attack
+                preds[s.key()] = target.forward_attacked_per_crop(attack, images, labels, source=s.source_model).argmax(dim=1)
+                matrices[s.key()].update(preds[s.key()], labels)
+                continue
             if s.attack is None:
                 inputs = images
             elif (s.source, repr(s.attack)) in done:

@@ -18,7 +18,7 @@ from ddcat.attacks import build_attack
 from ddcat.checkpoint import load_model
 from ddcat.errors import DdcatError
 from ddcat.evaluation.engine import Setting
-from ddcat.evaluation.inference import inference_model
+from ddcat.evaluation.inference import inference_model, inference_options
 from ddcat.reporting.tables import mean_std
 
 MAX_STEPS = 10000  # the same bound as config key attack.steps
@@ -48,7 +48,7 @@ def parse_steps(text: str) -> list[int]:
 
 def inference_path(model: nn.Module, cfg: dict[str, Any]) -> nn.Module:
     e = cfg["eval"]
-    return inference_model(model, e["mode"], e["crop_size"] or cfg["train"]["crop_size"], e["stride_rate"])
+    return inference_model(model, e["mode"], e["crop_size"] or cfg["train"]["crop_size"], e["stride_rate"], **inference_options(cfg))
 
 
 def attack_settings(

@@ -65,12 +65,13 @@ def evaluate_checkpoint(
         "checkpoint": str(checkpoint),
         "model": checkpoint_label(checkpoint),
         "miou_convention": "mIoU: mean over classes with non-empty union; mIoU_all: mean over all K (paper code)",
+        "macc_convention": "mAcc: mean recall over classes present in the ground truth; mAcc_all: mean over all K (paper code)",
         "records": records,
         "run": run_record(cfg, "eval", {"world_size": ctx.world}),
         "config": cfg,
     }
     clean = records[0]
-    for key in ("mIoU", "mIoU_all", "mAcc", "aAcc", "per_class_iou", "num_images"):
+    for key in ("mIoU", "mIoU_all", "mAcc", "mAcc_all", "aAcc", "per_class_iou", "num_images"):
         result[key] = clean[key]  # clean figures at the top level
     if transfer_from:
         result["transfer_summary"] = transfer_summary(records)
@@ -99,6 +100,10 @@ def format_tables(result: dict[str, Any], attacks: list[str], steps: list[int]) 
         if attack == "worst":
             rows = [(result["model"], sweep_row(records, steps, "aAcc", attack, sources[0]))]
             blocks.append(text_table("aAcc under the per-image worst case", columns, rows))
+    blocks.append(
+        "mIoU: mean over classes with a non-empty union. metrics.json also holds mIoU_all (mean over all K, the paper's"
+        " code), mAcc (mean recall over classes present in the ground truth) and mAcc_all (over all K, the paper's code)."
+    )
     return "\n\n".join(blocks)
 
 

@@ -24,17 +24,18 @@ def conv_bn_relu(cin: int, cout: int, kernel: int, dilation: int = 1) -> nn.Sequ
 class PyramidPooling(nn.Module):
     """PSPNet's pyramid pooling: the input plus pooled-and-upsampled maps at each bin size."""
 
-    def __init__(self, cin: int, bins: tuple[int, ...] = (1, 2, 3, 6)):
+    def __init__(self, cin: int, bins: tuple[int, ...] = (1, 2, 3, 6), align_corners: bool = False):
         super().__init__()
         reduced = cin // len(bins)
         self.bins = bins
+        self.align_corners = align_corners  # the paper's code: True
         self.stages = nn.ModuleList(conv_bn_relu(cin, reduced, 1) for _ in bins)
         self.out_channels = cin + reduced * len(bins)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         size = x.shape[-2:]
         pooled = [
-            F.interpolate(stage(F.adaptive_avg_pool2d(x, b)), size, mode="bilinear", align_corners=False)
+            F.interpolate(stage(F.adaptive_avg_pool2d(x, b)), size, mode="bilinear", align_corners=self.align_corners)
             for b, stage in zip(self.bins, self.stages)
         ]
         return torch.cat([x, *pooled], dim=1)

@@ -5,9 +5,16 @@ Parameter names follow torchvision's ResNet (``conv1``, ``bn1``, ``layer1.0.conv
 (see :func:`load_pretrained`). Two options from the segmentation literature:
 
 - ``deep_stem``: the stem is three 3x3 convolutions (``conv1``/``bn1``, ``conv2``/``bn2``,
-  ``conv3``/``bn3``; 32-32-64 channels at width 64) as in the paper's code, instead of one 7x7;
+  ``conv3``/``bn3``) instead of one 7x7. Their widths are ``stem_width``, ``stem_width``,
+  ``2 * stem_width`` and layer1 reads ``2 * stem_width`` channels; the paper's code (semseg's
+  ``deep_base``) has ``stem_width=64`` (64-64-128); ``stem_width=0`` keeps ddcat's historical
+  ``width // 2`` -> ``width`` (32-32-64 at width 64);
 - ``output_stride`` 8 or 16: the last one or two stages keep their resolution and use dilated
-  convolutions instead (layer3 dilation 2 and layer4 dilation 4 at stride 8).
+  convolutions instead (layer3 dilation 2 and layer4 dilation 4 at stride 8);
+- ``dilation``: ``"torchvision"`` (torchvision's ``replace_stride_with_dilation``: the first block
+  of a dilated stage keeps the previous stage's rate, 1 in layer3 and 2 in layer4) or ``"paper"``
+  (the paper's code sets dilation = padding = 2 / 4 in *every* block's 3x3 conv of layer3 / layer4).
+  Both have the same parameters, so a state dict loads into either.
 
 ``width`` scales every stage (64 is the standard network); small widths make the tiny models of
 the test suite.
@@ -82,30 +89,45 @@ SPECS: dict[str, tuple[type[nn.Module], list[int]]] = {
 class ResNet(nn.Module):
     """A ResNet without the classifier; :meth:`forward` returns the layer3 and layer4 maps."""
 
-    def __init__(self, depth: str = "resnet50", width: int = 64, deep_stem: bool = False, output_stride: int = 8):
+    def __init__(
+        self,
+        depth: str = "resnet50",
+        width: int = 64,
+        deep_stem: bool = False,
+        output_stride: int = 8,
+        stem_width: int = 0,
+        dilation: str = "torchvision",
+    ):
         super().__init__()
         if depth not in SPECS:
             raise DdcatError(f"unknown backbone '{depth}'; valid: {', '.join(SPECS)}")
         if output_stride not in (8, 16, 32):
             raise DdcatError(f"output_stride must be 8, 16 or 32, got {output_stride}")
+        if dilation not in ("torchvision", "paper"):
+            raise DdcatError(f"model.dilation must be torchvision or paper, got {dilation!r}")
+        if stem_width < 0:
+            raise DdcatError(f"model.stem_width must be >= 0, got {stem_width}")
         block, layers = SPECS[depth]
         self.deep_stem = deep_stem
+        self.dilation_convention = dilation
         self.relu = nn.ReLU(inplace=True)
+        stem_out = width
         if deep_stem:
-            half = width // 2
-            self.conv1 = conv3x3(3, half, stride=2)
-            self.bn1 = nn.BatchNorm2d(half)
-            self.conv2 = conv3x3(half, half)
-            self.bn2 = nn.BatchNorm2d(half)
-            self.conv3 = conv3x3(half, width)
-            self.bn3 = nn.BatchNorm2d(width)
+            first = stem_width or width // 2
+            stem_out = 2 * stem_width if stem_width else width
+            self.conv1 = conv3x3(3, first, stride=2)
+            self.bn1 = nn.BatchNorm2d(first)
+            self.conv2 = conv3x3(first, first)
+            self.bn2 = nn.BatchNorm2d(first)
+            self.conv3 = conv3x3(first, stem_out)
+            self.bn3 = nn.BatchNorm2d(stem_out)
         else:
             self.conv1 = nn.Conv2d(3, width, 7, stride=2, padding=3, bias=False)
             self.bn1 = nn.BatchNorm2d(width)
         self.maxpool = nn.MaxPool2d(3, stride=2, padding=1)
         dilate3 = output_stride == 8
         dilate4 = output_stride in (8, 16)
-        self._cin, self._dilation = width, 1
+        self._cin, self._dilation = stem_out, 1
         self.layer1 = self._make_layer(block, width, layers[0])
         self.layer2 = self._make_layer(block, width * 2, layers[1], stride=2)
         self.layer3 = self._make_layer(block, width * 4, layers[2], stride=2, dilate=dilate3)
@@ -127,7 +149,8 @@ class ResNet(nn.Module):
         downsample = None
         if stride != 1 or self._cin != planes * block.expansion:
             downsample = nn.Sequential(conv1x1(self._cin, planes * block.expansion, stride), nn.BatchNorm2d(planes * block.expansion))
-        layers = [block(self._cin, planes, stride, previous_dilation, downsample)]
+        first_dilation = self._dilation if self.dilation_convention == "paper" else previous_dilation
+        layers = [block(self._cin, planes, stride, first_dilation, downsample)]
         self._cin = planes * block.expansion
         layers += [block(self._cin, planes, 1, self._dilation) for _ in range(1, blocks)]
         return nn.Sequential(*layers)

@@ -28,6 +28,13 @@ IMAGENET_STD = (0.229, 0.224, 0.225)
 
 DDC_HEADS = ("auxiliary", "mask")
 
+# Options of build_model (and of a checkpoint's model spec); a spec that lacks one was saved before
+# it existed and gets the default here, which is the model it was trained as.
+MODEL_OPTIONS = (
+    "width", "deep_stem", "output_stride", "head_channels", "dropout",
+    "stem_width", "dilation", "align_corners", "deep_sup_kernel",
+)
+
 
 class Segmenter(nn.Module):
     def __init__(
@@ -41,16 +48,23 @@ class Segmenter(nn.Module):
         output_stride: int = 8,
         head_channels: int = 0,
         dropout: float = 0.1,
+        stem_width: int = 0,
+        dilation: str = "torchvision",
+        align_corners: bool = False,
+        deep_sup_kernel: int = 3,
     ):
         super().__init__()
         self.arch, self.num_classes, self.ddc = arch, num_classes, ddc
+        self.align_corners = align_corners
         self.register_buffer("mean", torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1), persistent=False)
         self.register_buffer("std", torch.tensor(IMAGENET_STD).view(1, 3, 1, 1), persistent=False)
-        self.backbone = ResNet(backbone, width=width, deep_stem=deep_stem, output_stride=output_stride)
+        self.backbone = ResNet(
+            backbone, width=width, deep_stem=deep_stem, output_stride=output_stride, stem_width=stem_width, dilation=dilation
+        )
         c3, c4 = self.backbone.channels3, self.backbone.channels4
         scale = width / 64
         if arch == "pspnet":
-            self.context = PyramidPooling(c4)
+            self.context = PyramidPooling(c4, align_corners=align_corners)
             mid, kernel = head_channels or max(8, int(512 * scale)), 3
         elif arch == "deeplabv3":
             self.context = ASPP(c4, max(8, int(256 * scale)))
@@ -62,7 +76,7 @@ class Segmenter(nn.Module):
         if ddc:
             heads["auxiliary"] = ClassifierHead(cin, mid, num_classes, kernel, dropout)
             heads["mask"] = ClassifierHead(cin, mid, 2, kernel, dropout)
-        heads["deep_sup"] = ClassifierHead(c3, max(8, int(256 * scale)), num_classes, 3, dropout)
+        heads["deep_sup"] = ClassifierHead(c3, max(8, int(256 * scale)), num_classes, deep_sup_kernel, dropout)
         self.heads = nn.ModuleDict(heads)
 
     @property
@@ -95,7 +109,7 @@ class Segmenter(nn.Module):
             feats = c3 if name == "deep_sup" else context
             if name in rows:
                 feats = feats[rows[name]]
-            out[name] = F.interpolate(self.heads[name](feats), size, mode="bilinear", align_corners=False)
+            out[name] = F.interpolate(self.heads[name](feats), size, mode="bilinear", align_corners=self.align_corners)
         return out
 
 
@@ -103,7 +117,10 @@ def build_model(arch: str, backbone: str, num_classes: int, ddc: bool = False, *
     """Build PSPNet or DeepLabv3 on a ResNet trunk; ``ddc=True`` adds DDC-AT's f_a and f_m heads.
 
     Options: ``width`` (64), ``deep_stem`` (False), ``output_stride`` (8), ``head_channels`` (0 =
-    derived), ``dropout`` (0.1), ``pretrained`` (path to a torchvision ResNet state dict).
+    derived), ``dropout`` (0.1), ``pretrained`` (path to a torchvision ResNet state dict), and the
+    paper code's conventions (docs/protocol.md): ``stem_width`` (0 = width // 2; the paper: 64),
+    ``dilation`` ("torchvision" | "paper"), ``align_corners`` (False; the paper: True),
+    ``deep_sup_kernel`` (3; the paper's DeepLabv3: 1).
     """
     from ddcat.errors import DdcatError
     from ddcat.models.resnet import SPECS, load_pretrained
@@ -113,7 +130,7 @@ def build_model(arch: str, backbone: str, num_classes: int, ddc: bool = False, *
     if backbone not in SPECS:
         raise DdcatError(f"unknown model.backbone '{backbone}'; valid: {', '.join(SPECS)}")
     pretrained = options.pop("pretrained", None)
-    unknown = set(options) - {"width", "deep_stem", "output_stride", "head_channels", "dropout"}
+    unknown = set(options) - set(MODEL_OPTIONS)
     if unknown:
         raise DdcatError(f"unknown model option(s) {', '.join(sorted(unknown))}")
     model = Segmenter(arch, backbone, num_classes, ddc=ddc, **options)
