@@ -8,7 +8,7 @@ import yaml
 
 from ddcat.cli import main
 from ddcat.errors import DdcatError
-from ddcat.experiment import load_experiment, packaged_config
+from ddcat.experiment_file import load_experiment, packaged_config
 
 TINY_SET = {
     "model": {"width": 8},

@@ -8,7 +8,7 @@ with several processes each rank takes every world-th image and the matrices are
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Callable, Iterator
 
 import torch
@@ -30,7 +30,7 @@ class Setting:
     eps: float = 0.0
     source: str = "self"
     source_model: nn.Module | None = None
-    extra: dict[str, Any] = field(default_factory=dict)
+    alpha: float | None = None  # the step size of the attacks that have one (recorded)
 
     def key(self) -> tuple:
         return (self.attack_name, self.steps, self.eps, self.source)
@@ -122,7 +122,7 @@ def evaluate(
             "steps": s.steps,
             "eps": s.eps,
             "source": s.source,
-            **s.extra,
+            **({"alpha": s.alpha} if s.alpha is not None else {}),
             **cm.compute(),
             "num_images": int(count.item()),
         })

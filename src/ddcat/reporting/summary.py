@@ -2,7 +2,7 @@
 
 Pure functions over the results dictionary written by ``ddcat experiment`` / ``ddcat demo``; no
 plotting, no files. Statistics are the mean and the *population* standard deviation
-(:func:`ddcat.reporting.tables.mean_std`):
+(:func:`ddcat.statistics.mean_std`):
 
 - white-box (Table 1, Fig. 4): over the seeds of one (arch, method);
 - black-box transfer (Table 2): over every (target seed, substitute model) pair, the paper's protocol
@@ -15,17 +15,21 @@ from __future__ import annotations
 import math
 from typing import Any, Iterable, Sequence
 
-from ddcat.reporting.tables import fmt, mean_std
+from ddcat.reporting.tables import fmt
+from ddcat.statistics import mean_std
 
 METHOD_ORDER = ("clean", "sat", "ddcat-m", "ddcat-n", "ddcat")
 METHOD_NAMES = {"clean": "No Defense", "sat": "SAT", "ddcat": "DDC-AT", "ddcat-m": "DDC-AT-M", "ddcat-n": "DDC-AT-N"}
 ARCH_ORDER = ("pspnet", "deeplabv3")
 ARCH_NAMES = {"pspnet": "PSPNet", "deeplabv3": "DeepLabv3"}
-STRONG_ORDER = ("clean", "bim", "pgd", "segpgd", "cospgd", "masked-ce", "js", "worst")
-ATTACK_NAMES = {
+STRONG_ORDER = ("clean", "bim", "pgd", "segpgd", "cospgd", "masked-ce", "js", "worst", "apgd", "sea")
+#: Display labels of the attacks (the names themselves are :data:`ddcat.attacks.ATTACK_NAMES`).
+ATTACK_LABELS = {
     "clean": "clean", "bim": "BIM", "fgsm": "FGSM", "pgd": "PGD", "segpgd": "SegPGD", "cospgd": "CosPGD",
-    "masked-ce": "masked-CE", "js": "JS", "worst": "worst",
+    "masked-ce": "masked-CE", "js": "JS", "worst": "worst", "apgd": "APGD", "sea": "SEA",
 }
+#: Attacks whose label carries their step / iteration count.
+COUNTED = ("bim", "apgd", "sea")
 DEFAULT_STEPS = (1, 2, 3, 4, 5, 6, 7)
 TIE = 1e-9  # differences below this count as equal ("does not beat")
 
@@ -41,9 +45,10 @@ def arch_name(arch: str) -> str:
 
 
 def attack_label(attack: str, steps: int | None = None) -> str:
-    """``bim`` at 7 steps -> ``BIM-7``; the other attacks by name alone."""
-    name = ATTACK_NAMES.get(attack, attack)
-    return f"{name}-{steps}" if attack == "bim" and steps else name
+    """``bim`` at 7 steps -> ``BIM-7``, ``sea`` at 100 iterations -> ``SEA-100``; the other attacks
+    by name alone."""
+    name = ATTACK_LABELS.get(attack, attack)
+    return f"{name}-{steps}" if attack in COUNTED and steps else name
 
 
 def ordered(found: Iterable[str], order: Sequence[str]) -> list[str]:
