@@ -33,9 +33,13 @@ def count_classes(dataset, num_classes: int) -> list[int]:
     return [int(c) for c in counts]
 
 
+#: The data keys the untransformed training labels depend on (not the augmentation).
+LABEL_KEYS = ("name", "root", "num_classes", "train_list", "seed", "image_size", "num_train")
+
+
 def data_key(cfg: dict[str, Any]) -> dict[str, Any]:
-    """What the training labels depend on: the data section (content, lists, class count)."""
-    return {"data": cfg["data"]}
+    """What the training labels depend on: the dataset, its lists and content, the class count."""
+    return {"data": {k: cfg["data"][k] for k in LABEL_KEYS}}
 
 
 def training_class_counts(cfg: dict[str, Any], cache_dir: str | Path | None = None) -> list[int]:
