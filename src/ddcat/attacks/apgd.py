@@ -226,11 +226,13 @@ class APGD(Attack):
                 logits, value, g = fwd.loss_and_grad(
                     x, lambda z: loss_fn(z, y, step=k + 1, total=n_iter, class_counts=self.class_counts)
                 )
-            else:
+            else:  # the last iterate: its value and score only
                 logits = fwd.no_grad_logits(x).detach()
-                value = loss_fn(logits.float(), y, step=n_iter, total=n_iter, class_counts=self.class_counts)
+                value = None
+                if self.track == "loss":
+                    value = loss_fn(logits.float(), y, step=n_iter, total=n_iter, class_counts=self.class_counts)
                 g = torch.zeros_like(x)
-            f = L.ce(logits.float(), y) if self.track == "ce" else value
+            f = L.ce(logits.float(), y) if value is None or self.track == "ce" else value
             return logits, f.float(), g
 
         st: dict[str, torch.Tensor] = {"idx": idx, "x": start}
