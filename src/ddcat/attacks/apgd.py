@@ -169,9 +169,8 @@ class APGD(Attack):
         gen.manual_seed(seed)
         stages = red_eps_stages(self.eps, self.steps, self.red_eps)
 
-        def record(idx: torch.Tensor, x: torch.Tensor, logits: torch.Tensor) -> torch.Tensor:
+        def record(idx: torch.Tensor, x: torch.Tensor, sc: Score) -> torch.Tensor:
             """Keep the better iterate per image; return which images are at accuracy 0."""
-            sc = Score.of(logits, labels[idx], targeted=False)
             better = sc.better_than(best[idx])
             best_x[idx[better]] = x[better]
             best.bad[idx[better]] = sc.bad[better]
@@ -209,11 +208,11 @@ class APGD(Attack):
         start: torch.Tensor,
         radius: float,
         n_iter: int,
-        record: Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor] | None,
+        record: Callable[[torch.Tensor, torch.Tensor, Score], torch.Tensor] | None,
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """One APGD run of ``n_iter`` iterations at ``radius`` on the images ``idx`` from ``start``.
 
-        Returns the images still in the batch and their ``x_max``. ``record(idx, x, logits)`` sees
+        Returns the images still in the batch and their ``x_max``. ``record(idx, x, score)`` sees
         every evaluated iterate and returns which images may stop (``early_stop``)."""
         loss_fn = L.LOSSES[self.loss]
         lower_all, upper_all = ball_bounds(images, radius)
@@ -232,19 +231,20 @@ class APGD(Attack):
                 if self.track == "loss":
                     value = loss_fn(logits.float(), y, step=n_iter, total=n_iter, class_counts=self.class_counts)
                 g = torch.zeros_like(x)
-            f = L.ce(logits.float(), y) if value is None or self.track == "ce" else value
-            return logits, f.float(), g
+            sc = Score.of(logits, y, targeted=False)  # its objective is the per-image CE
+            f = sc.objective if self.track == "ce" else value
+            return sc, f.float(), g
 
         st: dict[str, torch.Tensor] = {"idx": idx, "x": start}
         st["lo"], st["hi"] = lower_all[idx], upper_all[idx]
-        logits, f, g = evaluate(st, start, 0, grad=n_iter > 0)
+        sc, f, g = evaluate(st, start, 0, grad=n_iter > 0)
         st.update(
             x_prev=start, g=g, f_prev=f, x_best=start, g_best=g, f_best=f, f_best_last=f,
             halved_last=torch.zeros_like(f, dtype=torch.bool),
             inc=torch.zeros_like(f, dtype=torch.int64),
             eta=torch.full_like(f, 2.0 * radius),
         )
-        st = self._record(st, start, logits, record)
+        st = self._record(st, start, sc, record)
 
         for k in range(n_iter):
             if st["idx"].numel() == 0:
@@ -256,7 +256,7 @@ class APGD(Attack):
             else:
                 x_new = x + MOMENTUM * (z - x) + (1 - MOMENTUM) * (x - st["x_prev"])
                 x_new = project_with_bounds(x_new, st["lo"], st["hi"])
-            logits, f, g = evaluate(st, x_new, k + 1, grad=k + 1 < n_iter)
+            sc, f, g = evaluate(st, x_new, k + 1, grad=k + 1 < n_iter)
             up = f > st["f_best"]
             st["inc"] = st["inc"] + (f > st["f_prev"]).long()
             st.update(x_prev=x, x=x_new, g=g, f_prev=f)
@@ -271,15 +271,15 @@ class APGD(Attack):
                 st["f_prev"] = torch.where(halve, st["f_best"], st["f_prev"])
                 st.update(halved_last=halve, f_best_last=st["f_best"], inc=torch.zeros_like(st["inc"]))
                 previous_checkpoint = k + 1
-            st = self._record(st, x_new, logits, record)
+            st = self._record(st, x_new, sc, record)
         return st["idx"], st["x_best"]
 
-    def _record(self, st, x_eval, logits, record):
+    def _record(self, st, x_eval, sc, record):
         """Show the iterate just evaluated to ``record``; with ``early_stop`` drop the images it
         reports at accuracy 0 from the batch."""
         if record is None:
             return st
-        done = record(st["idx"], x_eval, logits)
+        done = record(st["idx"], x_eval, sc)
         if self.early_stop and bool(done.any()):
             st = _keep(st, ~done)
         return st

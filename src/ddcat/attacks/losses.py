@@ -83,8 +83,11 @@ def _safe_labels(labels: torch.Tensor) -> torch.Tensor:
 
 
 def hits(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-    """``(N, H, W)`` bool, detached: valid pixels whose prediction equals the label."""
-    return (logits.detach().argmax(dim=1) == labels) & valid_pixels(labels)
+    """``(N, H, W)`` bool, detached: valid pixels whose prediction (argmax) equals the label.
+
+    ``max(dim=1).indices`` is the argmax (the first maximum on ties) and several times faster than
+    ``argmax(dim=1)`` over the strided class dimension on the CPU."""
+    return (logits.detach().max(dim=1).indices == labels) & valid_pixels(labels)
 
 
 def per_image_mean(pixel_loss: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
