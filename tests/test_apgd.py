@@ -338,7 +338,7 @@ def test_attacks_are_values():
     assert build_attack("apgd", 0.03, steps=7, loss="js", red_eps=True) == APGD(eps=0.03, steps=7, loss="js", red_eps=True)
     assert build_attack("sea", 4 / 255, steps=9) == SEA(eps=4 / 255, steps=9)
     assert not APGD().starts_at_clean and APGD(random_start=False).starts_at_clean
-    assert not APGD(random_start=False, red_eps=True).starts_at_clean and not SEA().starts_at_clean
+    assert APGD(random_start=False, red_eps=True).starts_at_clean and not SEA().starts_at_clean
 
 
 @pytest.mark.parametrize(
@@ -483,3 +483,19 @@ def test_worst_case_with_apgd_members_is_per_image_best(trained):
         chosen = Score.of(net(adv), labels, False)
         for m in members:
             assert bool((chosen.bad <= Score.of(net(m(net, images, labels)), labels, False).bad).all())
+
+
+def test_starts_at_clean_tells_where_the_first_forward_is():
+    """DDC-AT reads B_clean from the attack's first forward exactly when ``starts_at_clean``."""
+    from ddcat.attacks import BIM, FGSM, default_worst_case
+
+    net = small_net(6).eval()
+    images, labels = batch(n=2, seed=8)
+    attacks = [BIM(0.03, 0.01, 2), FGSM(0.03), PGD(0.03, 0.01, 2), PGD(0.03, 0.01, 2, random_start=False),
+               SegPGD(0.03, 0.01, 2), APGD(eps=0.03, steps=3), APGD(eps=0.03, steps=3, random_start=False),
+               APGD(eps=0.03, steps=4, red_eps=True, random_start=False), SEA(eps=0.03, steps=3),
+               default_worst_case(0.03, 0.01, 2), WorstCase((PGD(0.03, 0.01, 2), BIM(0.03, 0.01, 2)))]
+    for attack in attacks:
+        rec = Recorder(net)
+        attack(rec, images, labels)
+        assert torch.equal(rec.inputs[0], images) == attack.starts_at_clean, attack

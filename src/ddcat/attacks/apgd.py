@@ -30,7 +30,7 @@ iterate with the FEWEST correctly classified valid pixels over all iterations an
 higher CE; :class:`~ddcat.attacks.scoring.Score`), not ``x_max``. ``early_stop``: an image whose
 accuracy reaches 0 leaves the batch (no further passes). ``red_eps``: the iterations are split
 0.3 / 0.3 / 0.4 (floors of 0.3 N, the rest last) over radii 2 eps, 1.5 eps, eps; the first stage
-starts at a random point of its ball, each next stage at the previous stage's ``x_max`` projected
+starts at a random point of its ball (at the clean images with ``random_start=False``), each next stage at the previous stage's ``x_max`` projected
 onto its smaller ball; only the last stage (radius eps) competes for the result and early-stops.
 ``restarts``: every restart after the first starts at a random point and attacks only the images
 not yet at accuracy 0.
@@ -152,7 +152,7 @@ class APGD(Attack):
 
     @property
     def starts_at_clean(self) -> bool:
-        return not (self.random_start or self.red_eps) or self.eps == 0
+        return not self.random_start or self.eps == 0
 
     # ------------------------------------------------------------------------- one call
 
@@ -184,7 +184,7 @@ class APGD(Attack):
                 if idx.numel() == 0:
                     break
             radius0 = stages[0][0]
-            if r == 0 and not self.random_start and not self.red_eps:
+            if r == 0 and not self.random_start:
                 start = images[idx]
             else:
                 lower0, upper0 = ball_bounds(images, radius0)
