@@ -26,7 +26,7 @@ import torch
 from torch import nn
 from tqdm import tqdm
 
-from ddcat.attacks import BIM, SEA, Attack, WorstCase, greedy_miou_selection, per_image_confusions
+from ddcat.attacks import APGD, BIM, SEA, Attack, WorstCase, greedy_miou_selection, per_image_confusions
 from ddcat.distributed import DistContext, all_reduce_sum
 from ddcat.metrics import ConfusionMatrix, metrics_from_confusion
 
@@ -91,7 +91,7 @@ class EnsembleAccumulator:
         stacked = torch.stack(preds)  # (A, B, H, W)
         return stacked.gather(0, choice.view(1, -1, 1, 1).expand(1, *stacked.shape[1:]))[0]
 
-    def record(self, ctx: DistContext, members: tuple[Attack, ...], seed: int) -> dict[str, Any]:
+    def record(self, ctx: DistContext, members: tuple[APGD, ...], seed: int) -> dict[str, Any]:
         """Members' numbers, the per-image worst aAcc and the greedy mIoU, over the whole dataset."""
         conf = all_reduce_sum(self.confusions.clone(), ctx)  # every rank filled its own images
         per_member = [metrics_from_confusion(conf[a].sum(0)) for a in range(conf.shape[0])]
@@ -100,7 +100,7 @@ class EnsembleAccumulator:
         per_image = metrics_from_confusion(conf[worst, torch.arange(conf.shape[1])].sum(0))
         choice, _ = greedy_miou_selection(conf, GREEDY_ROUNDS, seed)
         greedy = metrics_from_confusion(conf[choice, torch.arange(conf.shape[1])].sum(0))
-        names = [f"apgd-{getattr(m, 'loss', type(m).__name__.lower())}" for m in members]
+        names = [f"apgd-{m.loss}" for m in members]
         return {
             **greedy,
             "aAcc": per_image["aAcc"],

@@ -265,7 +265,7 @@ def plot_training(run_dir: str | Path, out_dir: str | Path | None = None, window
 
 def plot_strong(results: dict[str, Any], path: str | Path) -> Path:
     """Grouped bars, one subplot per architecture, one group per method: mIoU under BIM-n, PGD,
-    SegPGD, CosPGD, masked-CE, JS and the per-image worst case (whichever were run), error bars =
+    SegPGD, CosPGD, masked-CE, JS, the per-image worst case, APGD and SEA (whichever were run), error bars =
     std over seeds. Size 6 x 4 inches (600 x 400 px) per architecture."""
     archs = archs_of(results, "strong")
     fig = _figure(6 * max(1, len(archs)), 4)
@@ -285,8 +285,8 @@ def plot_strong(results: dict[str, Any], path: str | Path) -> Path:
                     xs.append(i - 0.4 + width * (j + 0.5))
                     ys.append(e["mIoU"][a])
                     es.append(e["mIoU_std"].get(a, 0.0))
-            steps = next((e["steps"] for e in table if a in e["mIoU"]), None)
-            ax.bar(xs, ys, width, yerr=es, capsize=2, color=ATTACK_COLORS.get(a, CYCLE[j % len(CYCLE)]), label=attack_label(a, steps))
+            label = next((e["labels"][a] for e in table if a in e["mIoU"]), attack_label(a))
+            ax.bar(xs, ys, width, yerr=es, capsize=2, color=ATTACK_COLORS.get(a, CYCLE[j % len(CYCLE)]), label=label)
         ax.set_xticks(range(len(table)))
         ax.set_xticklabels([e["name"] for e in table])
         ax.set_ylabel("mIoU")

@@ -152,7 +152,7 @@ def write_report(results: dict[str, Any], out_dir: str | Path) -> Path:
                "\"claimed\" is the mIoU under BIM at the sweep's step count, the robustness the paper's evaluation reports; "
                "\"remaining\" is the mIoU SEA leaves (APGD with masked CE, balanced masked CE and JS, greedy dataset-level "
                "worst case over them; Croce, Singh & Hein 2024) at the same eps. Mean over seeds.", ""]
-        for arch, entries in claims.items():
+        for arch in (a for a, entries in claims.items() if entries):
             for metric in ("mIoU", "aAcc"):
                 cols, rows = claimed_rows(claimed_vs_remaining(results, arch, metric))
                 if rows:
