@@ -4,13 +4,14 @@
     ``torch.autograd.grad`` of the loss w.r.t. the input, plus one no-grad forward), interleaved,
     median over repeats; printed ratio (target <= 1.05). PSPNet-ResNet-18 (random weights, eval mode).
 (b) early stop: image-passes APGD actually runs vs its budget ``images x (S + 1)``, on an undefended
-    and on a SAT model (trained here in a few seconds on the synthetic data, or ``--clean PATH``
-    / ``--sat PATH`` checkpoints, e.g. the demo's).
+    and on a SAT model of the demo's setting (``configs/synthetic.yaml``, trained here for
+    ``--train-iters``, 700 = the demo; or ``--clean PATH`` / ``--sat PATH`` checkpoints).
 (c) SEA on those models: images per second and passes per image (gradient and no-grad).
-(d) peak RSS of SEA vs PGD on the same batch, each in its own child process (``os.wait4``).
+(d) peak RSS of SEA vs PGD on the same batch (``--mem-batch`` x ``--mem-size`` px), each in its own
+    child process (``os.wait4``), next to a child that only builds the model and the batch.
 
-    PYTHONPATH=src python benchmarks/bench_apgd.py [--steps 20] [--size 64] [--batch 8]
-        [--repeats 3] [--threads 2] [--clean PATH] [--sat PATH] [--train-iters 150] [--json PATH]
+    PYTHONPATH=src python benchmarks/bench_apgd.py [--eps 0.03] [--steps 20] [--size 64] [--batch 8]
+        [--repeats 5] [--threads 2] [--clean PATH] [--sat PATH] [--train-iters 700] [--json PATH]
 """
 
 from __future__ import annotations
@@ -35,8 +36,8 @@ from ddcat.models import build_model  # noqa: E402
 
 TARGET_OVERHEAD = 1.05
 TARGET_MEMORY = 1.2
-EPS = 8 / 255
 K = 4
+CONFIG = Path(__file__).resolve().parents[1] / "configs" / "synthetic.yaml"
 
 
 class PassCounter:
@@ -74,7 +75,7 @@ def overhead(args) -> dict:
     torch.manual_seed(0)
     model = build_model("pspnet", "resnet18", K, width=args.width).eval()
     images, labels = random_batch(args.batch, args.size)
-    attack = APGD(eps=EPS, steps=args.steps, loss="masked-ce", early_stop=False)
+    attack = APGD(eps=args.eps, steps=args.steps, loss="masked-ce", early_stop=False)
     attack(model, images, labels)  # warm-up
     bare_passes(model, images, labels, 2)
     t_apgd, t_bare = [], []
@@ -103,10 +104,8 @@ def train_tiny(method: str, iters: int, out: Path) -> Path:
     from ddcat.config import load_config
     from ddcat.training.loop import train
 
-    sets = [f"train.method={method}", f"train.iters={iters}", f"train.save_every={iters}", "model.width=8",
-            "data.image_size=32", "train.crop_size=32", "data.num_train=64", "data.num_val=16", f"data.num_classes={K}",
-            "train.log_every=50"]
-    return train(load_config(None, sets), out / method, progress=False)
+    sets = [f"train.method={method}", f"train.iters={iters}", f"train.save_every={iters}", "train.log_every=100"]
+    return train(load_config(CONFIG, sets), out / method, progress=False)
 
 
 def load(path: Path):
@@ -139,12 +138,12 @@ def on_models(args, paths: dict[str, Path]) -> dict:
         images, labels = val_batch(path, args.eval_images)
         n = images.shape[0]
         counter = PassCounter(model)
-        apgd = APGD(eps=EPS, steps=args.steps, loss="masked-ce")
+        apgd = APGD(eps=args.eps, steps=args.steps, loss="masked-ce")
         adv = apgd(model, images, labels)
         row = {"apgd_passes": counter.grad + counter.nograd, "apgd_budget": n * (args.steps + 1)}
         row.update(clean_acc=pixel_acc(model, images, labels), apgd_acc=pixel_acc(model, adv, labels))
         counter.grad = counter.nograd = 0
-        sea = SEA(eps=EPS, steps=args.steps)
+        sea = SEA(eps=args.eps, steps=args.steps)
         tic = time.perf_counter()
         adv = sea(model, images, labels)
         wall = time.perf_counter() - tic
@@ -162,17 +161,18 @@ def on_models(args, paths: dict[str, Path]) -> dict:
 def child(which: str, args) -> None:
     torch.manual_seed(0)
     model = build_model("pspnet", "resnet18", K, width=args.width).eval()
-    images, labels = random_batch(args.batch, args.size)
+    images, labels = random_batch(args.mem_batch, args.mem_size)
     if which == "sea":
-        SEA(eps=EPS, steps=args.steps)(model, images, labels)
+        SEA(eps=args.eps, steps=args.steps)(model, images, labels)
     elif which == "pgd":
-        PGD(EPS, EPS / 4, args.steps)(model, images, labels)
+        PGD(args.eps, args.eps / 4, args.steps)(model, images, labels)
     # "none": model and batch only
 
 
 def peak_rss(which: str, args) -> float:
-    cmd = [sys.executable, __file__, "--child", which, "--steps", str(args.steps), "--size", str(args.size),
-           "--batch", str(args.batch), "--width", str(args.width), "--threads", str(args.threads)]
+    cmd = [sys.executable, __file__, "--child", which, "--steps", str(args.steps), "--mem-size", str(args.mem_size),
+           "--mem-batch", str(args.mem_batch), "--width", str(args.width), "--threads", str(args.threads),
+           "--eps", str(args.eps)]
     proc = subprocess.Popen(cmd)
     _, status, usage = os.wait4(proc.pid, 0)
     if os.waitstatus_to_exitcode(status) != 0:
@@ -182,6 +182,7 @@ def peak_rss(which: str, args) -> float:
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--eps", type=float, default=0.03)
     p.add_argument("--steps", type=int, default=20)
     p.add_argument("--size", type=int, default=64)
     p.add_argument("--batch", type=int, default=8)
@@ -189,7 +190,9 @@ def main() -> None:
     p.add_argument("--repeats", type=int, default=5)
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--eval-images", type=int, default=16)
-    p.add_argument("--train-iters", type=int, default=150)
+    p.add_argument("--train-iters", type=int, default=700)
+    p.add_argument("--mem-size", type=int, default=128)
+    p.add_argument("--mem-batch", type=int, default=16)
     p.add_argument("--clean", type=Path)
     p.add_argument("--sat", type=Path)
     p.add_argument("--json", type=Path)
@@ -205,7 +208,7 @@ def main() -> None:
     result["overhead"] = a
     print(f"(a) APGD {args.steps} steps, PSPNet-R18 width {args.width}, batch {args.batch}x{args.size}px: "
           f"{a['apgd_s']:.3f} s vs bare passes {a['bare_s']:.3f} s -> ratio {a['ratio']:.3f} "
-          f"(paired {a['paired_ratio']:.3f}; target <= {TARGET_OVERHEAD})", flush=True)
+          f"(median of per-repeat ratios {a['paired_ratio']:.3f}; target <= {TARGET_OVERHEAD})", flush=True)
 
     with tempfile.TemporaryDirectory() as tmp:
         paths = {}
@@ -227,7 +230,7 @@ def main() -> None:
 
     mem = {w: peak_rss(w, args) for w in ("none", "pgd", "sea")}
     result["peak_rss_mib"] = mem
-    print(f"(d) peak RSS, batch {args.batch}x{args.size}px: model+batch {mem['none']:.0f} MiB, PGD-{args.steps} "
+    print(f"(d) peak RSS, batch {args.mem_batch}x{args.mem_size}px: model+batch {mem['none']:.0f} MiB, PGD-{args.steps} "
           f"{mem['pgd']:.0f} MiB, SEA-{args.steps} {mem['sea']:.0f} MiB -> SEA/PGD {mem['sea'] / mem['pgd']:.3f} "
           f"(target <= {TARGET_MEMORY})")
     if args.json:
