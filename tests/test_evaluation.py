@@ -248,3 +248,29 @@ def test_eval_sea_and_apgd_at_two_eps_end_to_end(tmp_path, capsys, clean_run):
     out2 = tmp_path / "given"
     assert main([*argv, "--out", str(out2), "--class-counts", "5,1,1,1"]) == 0
     assert not list(out2.glob("class_counts-*.json"))  # given by the caller: nothing counted
+
+
+@pytest.mark.slow
+def test_sea_over_two_processes_equals_one_process(tmp_path, clean_run):
+    """Each rank fills its own images' confusion matrices; the sum gives every rank the whole dataset,
+    so the greedy selection and the per-image worst case are those of one process (batch size 1:
+    every image gets the same random start in both runs; 5 images: the ranks hold 3 and 2)."""
+    import os
+    import subprocess
+    import sys
+
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(SRC.parent)}
+    argv = ["-m", "ddcat", "eval", "--no-progress", "--checkpoint", str(clean_run / "last.pt"), "--attack", "sea", "--iters", "2",
+            "--eps", "8/255", "--set", "eval.batch_size=1", "--set", "data.num_val=5"]
+    torchrun = ["-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2"]
+    for name, prefix in (("one", []), ("two", torchrun)):
+        proc = subprocess.run([sys.executable, *prefix, *argv, "--out", str(tmp_path / name)], capture_output=True, text=True, env=env, timeout=600)
+        assert proc.returncode == 0, proc.stderr[-3000:]
+    one, two = (json.loads((tmp_path / n / "metrics.json").read_text())["records"] for n in ("one", "two"))
+    assert [r["num_images"] for r in two] == [5, 5]
+    sea1, sea2 = one[1], two[1]
+    for key in ("mIoU", "aAcc", "mAcc", "mIoU_all"):
+        assert sea2[key] == pytest.approx(sea1[key], abs=1e-12), key
+        assert sea2["greedy"][key] == pytest.approx(sea1["greedy"][key], abs=1e-12), key
+        for m1, m2 in zip(sea1["members"], sea2["members"]):
+            assert m2[key] == pytest.approx(m1[key], abs=1e-12), (m1["name"], key)
