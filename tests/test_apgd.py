@@ -33,31 +33,9 @@ from ddcat.metrics import metrics_from_confusion
 K = 4
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
-def small_net(seed: int = 0, k: int = K) -> nn.Module:
-    torch.manual_seed(seed)
-    net = nn.Sequential(nn.Conv2d(3, 6, 3, padding=1), nn.BatchNorm2d(6), nn.ReLU(), nn.Conv2d(6, k, 1))
-    with torch.no_grad():
-        net[1].running_mean.uniform_(-0.2, 0.2)
-        net[1].running_var.uniform_(0.5, 1.5)
-    return net
-
-
-def batch(n: int = 3, size: int = 8, seed: int = 0, k: int = K) -> tuple[torch.Tensor, torch.Tensor]:
-    g = torch.Generator().manual_seed(seed)
-    images = torch.rand(n, 3, size, size, generator=g)
-    images[:, :, 0, 0] = 0.0
-    images[:, :, 0, 1] = 1.0
-    labels = torch.randint(0, k, (n, size, size), generator=g)
-    labels[:, -1, :] = 255
-    return images, labels
+# small_net: 3x3 conv + BatchNorm (non-trivial running stats) + 1x1 conv; batch: random images with
+# exact 0/1 pixels and a row of ignored labels (torch runs on one thread: tests/conftest.py)
+from test_attacks import batch, small_net  # noqa: E402
 
 
 class Recorder(nn.Module):

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import math
 
 import pytest
 import torch
@@ -24,20 +23,10 @@ from ddcat.attacks import (
     project,
 )
 from ddcat.attacks import losses as L
-from ddcat.attacks.losses import cospgd_weights, segpgd_lambda, segpgd_weights
 from ddcat.attacks.scoring import Score
 from ddcat.errors import DdcatError
 
 K = 4
-
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny tensors: intra-op threads only cost (badly so on a busy 2-core machine)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 def small_net(seed: int = 0, k: int = K) -> nn.Module:

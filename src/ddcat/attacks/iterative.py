@@ -214,31 +214,36 @@ class PGD(Attack):
         return best_x, best
 
 
-def SegPGD(
-    eps: float = 0.03,
-    alpha: float = 0.01,
-    steps: int = 10,
-    random_start: bool = True,
-    restarts: int = 1,
-    seed: int = 0,
-    precision: str = "fp32",
-) -> PGD:
+def _pgd_on(loss: str, name: str, doc: str):
+    """A constructor of :class:`PGD` with ``loss`` fixed (untargeted), named ``name``."""
+
+    def make(
+        eps: float = 0.03,
+        alpha: float = 0.01,
+        steps: int = 10,
+        random_start: bool = True,
+        restarts: int = 1,
+        seed: int = 0,
+        precision: str = "fp32",
+    ) -> PGD:
+        return PGD(eps, alpha, steps, random_start, restarts, loss, False, seed, precision)
+
+    make.__name__ = make.__qualname__ = name
+    make.__doc__ = doc
+    return make
+
+
+SegPGD = _pgd_on(
+    "segpgd",
+    "SegPGD",
     """SegPGD (Gu et al., 2022): :class:`PGD` on the CE weighted ``1 - lambda_t`` on correctly
     classified pixels and ``lambda_t`` on wrong ones, ``lambda_t = (t - 1) / (2T)``
-    (``loss="segpgd"``). Untargeted."""
-    return PGD(eps, alpha, steps, random_start, restarts, "segpgd", False, seed, precision)
-
-
-def CosPGD(
-    eps: float = 0.03,
-    alpha: float = 0.01,
-    steps: int = 10,
-    random_start: bool = True,
-    restarts: int = 1,
-    seed: int = 0,
-    precision: str = "fp32",
-) -> PGD:
+    (``loss="segpgd"``). Untargeted.""",
+)
+CosPGD = _pgd_on(
+    "cospgd",
+    "CosPGD",
     """CosPGD (Agnihotri & Keuper, 2023): :class:`PGD` on the per-pixel CE weighted by the
     detached cosine similarity between ``softmax(logits)`` and the one-hot label
-    (``loss="cospgd"``). Untargeted."""
-    return PGD(eps, alpha, steps, random_start, restarts, "cospgd", False, seed, precision)
+    (``loss="cospgd"``). Untargeted.""",
+)
