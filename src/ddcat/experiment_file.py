@@ -19,8 +19,8 @@ from ddcat.parsing import parse_fraction
 
 EXPERIMENT_KEYS = ("name", "base", "set", "models", "methods", "seeds", "evaluation", "quick")
 EVAL_DEFAULTS: dict[str, Any] = {
-    "eps": 0.03,  # accepts 4/255
-    "alpha": 0.01,
+    "eps": DEFAULTS["attack"]["eps"],  # accepts 4/255
+    "alpha": DEFAULTS["attack"]["alpha"],
     "steps": [1, 2, 3, 4, 5, 6, 7],
     "transfer_from": None,
     "strong": [],

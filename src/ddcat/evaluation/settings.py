@@ -16,6 +16,7 @@ from typing import Sequence
 from torch import nn
 
 from ddcat.attacks import build_attack
+from ddcat.config import DEFAULTS
 from ddcat.errors import DdcatError
 from ddcat.evaluation.engine import Setting
 
@@ -41,8 +42,8 @@ class AttackPlan:
 
     attacks: tuple[str, ...] = ()
     steps: tuple[int, ...] = ()
-    eps: tuple[float, ...] = (0.03,)
-    alpha: float = 0.01
+    eps: tuple[float, ...] = (DEFAULTS["attack"]["eps"],)
+    alpha: float = DEFAULTS["attack"]["alpha"]
     iters: int = DEFAULT_ITERS
     restarts: int = 1
     seed: int | None = None
