@@ -5,7 +5,7 @@ neither argparse nor file writing reaches this layer, and nothing here formats t
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -56,8 +56,6 @@ def with_class_counts(plan: AttackPlan, cfg: dict[str, Any], cache_dir: str | Pa
     """``plan`` with the training split's class pixel counts filled in when an attack needs them."""
     if not plan.needs_class_counts or plan.class_counts is not None:
         return plan
-    from dataclasses import replace
-
     return replace(plan, class_counts=tuple(training_class_counts(cfg, cache_dir)))
 
 
