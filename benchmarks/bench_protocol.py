@@ -26,7 +26,7 @@ import torch
 
 from ddcat.attacks import BIM
 from ddcat.config import load_config
-from ddcat.evaluation.protocol import inference_path
+from ddcat.evaluation.run import on_inference_path
 from ddcat.models import build_model
 from ddcat.training import build_method
 from ddcat.training.optim import build_optimizer
@@ -97,7 +97,7 @@ def bench_config(name: str, args, device: torch.device) -> dict:
     # evaluation of one val-sized image through the paper's inference path (main head only)
     h, w = (96, 128) if args.tiny else VAL_SIZE[base["data"]["name"]]
     model = model_for(base, ddc=False).to(device).eval()
-    path = inference_path(model, base)
+    path = on_inference_path(model, base, device)
     x = torch.rand(1, 3, h, w, device=device)
     y = torch.randint(0, k, (1, h, w), device=device)
 

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import math
-
 import pytest
 import torch
 import torch.nn as nn
@@ -20,30 +18,14 @@ from ddcat.attacks import (
     SegPGD,
     WorstCase,
     build_attack,
-    ce_loss,
-    cospgd_loss,
-    cospgd_weights,
     default_worst_case,
-    js_loss,
-    masked_ce_loss,
     project,
-    segpgd_lambda,
-    segpgd_loss,
-    segpgd_weights,
 )
-from ddcat.attacks._core import Score
+from ddcat.attacks import losses as L
+from ddcat.attacks.scoring import Score
 from ddcat.errors import DdcatError
 
 K = 4
-
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny tensors: intra-op threads only cost (badly so on a busy 2-core machine)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 def small_net(seed: int = 0, k: int = K) -> nn.Module:
@@ -73,7 +55,8 @@ def batch(n: int = 2, size: int = 8, seed: int = 0, k: int = K) -> tuple[torch.T
 
 
 def all_attacks(eps: float = 0.03, alpha: float = 0.01, steps: int = 2):
-    return [build_attack(name, eps, alpha, steps) for name in ATTACK_NAMES] + [
+    return [build_attack(name, eps, alpha, steps) for name in ATTACK_NAMES if name != "sea"] + [
+        build_attack("sea", eps, alpha, steps=4, spherical=True),
         BIM(eps, alpha, steps, targeted=True),
         PGD(eps, alpha, steps, restarts=2, loss="masked_ce", targeted=True),
     ]
@@ -190,13 +173,16 @@ def test_every_attack_stays_in_the_eps_ball_and_in_0_1(name, eps, alpha, steps, 
 
 
 LOSS_FNS = {
-    "ce": lambda z, y: ce_loss(z, y),
-    "segpgd-t1": lambda z, y: segpgd_loss(z, y, 1, 3),
-    "segpgd-t3": lambda z, y: segpgd_loss(z, y, 3, 3),
-    "cospgd": lambda z, y: cospgd_loss(z, y),
-    "masked_ce": lambda z, y: masked_ce_loss(z, y),
-    "masked_ce-targeted": lambda z, y: masked_ce_loss(z, y, targeted=True),
-    "js": lambda z, y: js_loss(z, y),
+    "ce": lambda z, y: L.ce(z, y).sum(),
+    "segpgd-t1": lambda z, y: L.segpgd(z, y, step=1, total=3).sum(),
+    "segpgd-t3": lambda z, y: L.segpgd(z, y, step=3, total=3).sum(),
+    "cospgd": lambda z, y: L.cospgd(z, y).sum(),
+    "masked_ce": lambda z, y: L.masked_ce(z, y).sum(),
+    "masked_ce-targeted": lambda z, y: L.masked_ce(z, y, targeted=True).sum(),
+    "js": lambda z, y: L.js(z, y).sum(),
+    "balanced_masked_ce": lambda z, y: L.balanced_masked_ce(z, y, class_counts=[5, 50, 500, 1]).sum(),
+    "balanced_masked_ce-own-counts": lambda z, y: L.balanced_masked_ce(z, y).sum(),
+    "masked_spherical": lambda z, y: L.masked_spherical(z, y).sum(),
 }
 
 
@@ -210,7 +196,7 @@ def test_ignored_pixels_get_no_gradient(loss_name):
     (grad,) = torch.autograd.grad(loss, x)
     ignored = (labels == 255).unsqueeze(1).expand_as(grad)
     assert torch.equal(grad[ignored], torch.zeros_like(grad[ignored]))
-    assert bool((grad[~ignored] != 0).any()) or loss_name.startswith("masked_ce")
+    assert bool((grad[~ignored] != 0).any()) or "masked" in loss_name
     all_ignored = torch.full_like(labels, 255)
     assert LOSS_FNS[loss_name](net(images), all_ignored).item() == 0.0
 
@@ -235,74 +221,7 @@ def test_images_in_a_batch_do_not_interact():
         assert torch.allclose(g_all[1:2], g_one, atol=1e-6, rtol=1e-4), name
 
 
-# ----------------------------------------------------------------------------- loss weights
-
-
-def test_segpgd_weights():
-    assert segpgd_lambda(1, 5) == 0.0
-    assert segpgd_lambda(5, 5) == pytest.approx(0.4)
-    logits = torch.randn(2, K, 8, 8)
-    _, labels = batch()
-    correct = (logits.argmax(1) == labels) & (labels != 255)
-    wrong = (logits.argmax(1) != labels) & (labels != 255)
-    w1 = segpgd_weights(logits, labels, 1, 4)  # first step: only correctly classified pixels count
-    assert torch.equal(w1, correct.float())
-    assert torch.allclose(segpgd_loss(logits, labels, 1, 4), masked_ce_loss(logits, labels))
-    w4 = segpgd_weights(logits, labels, 4, 4)
-    lam = 3 / 8
-    assert torch.allclose(w4[correct], torch.full_like(w4[correct], 1 - lam))
-    assert torch.allclose(w4[wrong], torch.full_like(w4[wrong], lam))
-    assert bool((w4[labels == 255] == 0).all())
-    per_pixel = F.cross_entropy(logits, labels, ignore_index=255, reduction="none")
-    expected = (w4 * per_pixel).sum() / 64
-    assert torch.allclose(segpgd_loss(logits, labels, 4, 4), expected)
-    with pytest.raises(DdcatError):
-        segpgd_lambda(0, 3)
-
-
-def test_cospgd_weights_are_detached_cosine_similarity():
-    logits = torch.randn(2, K, 8, 8, requires_grad=True)
-    _, labels = batch()
-    w = cospgd_weights(logits, labels)
-    assert not w.requires_grad
-    valid = labels != 255
-    onehot = F.one_hot(labels.clamp(max=K - 1), K).permute(0, 3, 1, 2).float()
-    cos = F.cosine_similarity(torch.softmax(logits.detach(), 1), onehot, dim=1)
-    assert torch.allclose(w[valid], cos[valid], atol=1e-6)
-    assert bool((w[~valid] == 0).all())
-    # the gradient is the CE gradient scaled by the (constant) weights
-    (g,) = torch.autograd.grad(cospgd_loss(logits, labels), logits)
-    ce = F.cross_entropy(logits, labels, ignore_index=255, reduction="none")
-    (g_ref,) = torch.autograd.grad((w * ce).sum() / 64, logits)
-    assert torch.allclose(g, g_ref, atol=1e-7)
-
-
-def test_js_loss_matches_definition():
-    logits = torch.randn(2, K, 8, 8) * 3
-    _, labels = batch()
-    valid = labels != 255
-    p = torch.softmax(logits, 1).double()
-    q = F.one_hot(labels.clamp(max=K - 1), K).permute(0, 3, 1, 2).double()
-    m = (p + q) / 2
-
-    def kl(a, b):
-        return torch.where(a > 0, a * (a / b).log(), torch.zeros_like(a)).sum(1)
-
-    js = (0.5 * kl(p, m) + 0.5 * kl(q, m)) * valid
-    assert torch.allclose(js_loss(logits, labels).double(), js.sum() / 64, atol=1e-5)
-    per_image = js_loss(logits, labels, per_image=True)
-    assert per_image.shape == (2,) and bool((per_image >= 0).all())
-    assert bool((per_image <= math.log(2)).all())
-
-
-def test_masked_ce_counts_only_correct_pixels():
-    logits = torch.randn(2, K, 8, 8)
-    _, labels = batch()
-    correct = (logits.argmax(1) == labels) & (labels != 255)
-    ce = F.cross_entropy(logits, labels, ignore_index=255, reduction="none")
-    assert torch.allclose(masked_ce_loss(logits, labels), (ce * correct).sum() / 64)
-    target_missed = (logits.argmax(1) != labels) & (labels != 255)
-    assert torch.allclose(masked_ce_loss(logits, labels, targeted=True), (ce * target_missed).sum() / 64)
+# (the loss table's definitions are tested in tests/test_attack_losses.py)
 
 
 # ----------------------------------------------------------------------------- best iterate
@@ -351,8 +270,8 @@ def test_worst_case_picks_the_best_attack_per_image():
             sc = Score.of(net(a(net, images, labels)), labels, False)
             assert bool((chosen.bad <= sc.bad).all())
     w = default_worst_case(0.03, 0.01, 2)
-    assert [type(a).__name__ for a in w.attacks] == ["BIM", "PGD", "SegPGD", "CosPGD", "PGD", "PGD"]
-    assert [getattr(a, "loss", None) for a in w.attacks][-2:] == ["masked_ce", "js"]
+    assert [type(a).__name__ for a in w.attacks] == ["BIM", "PGD", "PGD", "PGD", "PGD", "PGD"]
+    assert [getattr(a, "loss", None) for a in w.attacks] == [None, "ce", "segpgd", "cospgd", "masked-ce", "js"]
 
 
 # ----------------------------------------------------------------------------- model state
@@ -465,7 +384,7 @@ def test_targeted_bim_moves_towards_the_target():
     target = torch.zeros(2, 8, 8, dtype=torch.long)
     adv = BIM(0.1, 0.02, 6, targeted=True)(net, images, target)
     with torch.no_grad():
-        assert ce_loss(net(adv), target) < ce_loss(net(images), target)
+        assert L.ce(net(adv), target).sum() < L.ce(net(images), target).sum()
         assert (net(adv).argmax(1) == 0).sum() >= (net(images).argmax(1) == 0).sum()
 
 
@@ -484,9 +403,9 @@ def test_targeted_bim_moves_towards_the_target():
         (lambda: SegPGD(alpha=0), "alpha"),
         (lambda: FGSM(-1), "eps"),
         (lambda: PGD(restarts=0), "restarts"),
-        (lambda: PGD(loss="dice"), "ce, masked_ce, js"),
+        (lambda: PGD(loss="dice"), "ce, masked-ce, balanced-masked-ce, js, masked-spherical, segpgd, cospgd"),
         (lambda: PGD(loss="segpgd", targeted=True), "untargeted"),
-        (lambda: build_attack("deepfool", 0.03, 0.01, 3), "fgsm, bim, pgd, segpgd, cospgd, masked-ce, js, worst"),
+        (lambda: build_attack("deepfool", 0.03, 0.01, 3), "fgsm, bim, pgd, segpgd, cospgd, masked-ce, js, worst, apgd, sea"),
         (lambda: build_attack("bim", 0.03, 0.01, 3, restarts=2), "restarts"),
         (lambda: build_attack("pgd", -0.03, 0.01, 3), "eps"),
     ],
@@ -547,5 +466,5 @@ def test_engine_worst_case_reusing_sub_attacks_equals_worst_case_run():
     images = torch.rand(3, 3, 12, 12)
     labels = torch.randint(0, 4, (3, 12, 12))
     worst = default_worst_case(0.03, 0.01, 3)
-    known = {repr(BIM(0.03, 0.01, 3)): BIM(0.03, 0.01, 3)(model, images, labels), repr(PGD(0.03, 0.01, 3)): PGD(0.03, 0.01, 3)(model, images, labels)}
+    known = {BIM(0.03, 0.01, 3): BIM(0.03, 0.01, 3)(model, images, labels), PGD(0.03, 0.01, 3): PGD(0.03, 0.01, 3)(model, images, labels)}
     assert torch.equal(worst.run(model, images, labels, known=known)[0], worst(model, images, labels))

@@ -8,7 +8,7 @@ import yaml
 
 from ddcat.cli import main
 from ddcat.errors import DdcatError
-from ddcat.experiment import load_experiment, packaged_config
+from ddcat.experiment_file import load_experiment, packaged_config
 
 TINY_SET = {
     "model": {"width": 8},
@@ -22,7 +22,7 @@ def tiny_experiment(tmp_path: Path, **evaluation) -> Path:
     spec = yaml.safe_load(packaged_config("demo.yaml").read_text())
     spec["base"] = str(packaged_config("synthetic.yaml"))
     spec["set"] = TINY_SET
-    spec["evaluation"].update({"steps": [1, 2], "strong": ["pgd", "worst"], "strong_steps": 2, "qualitative": 2, **evaluation})
+    spec["evaluation"].update({"steps": [1, 2], "strong": ["pgd", "worst", "sea"], "strong_steps": 2, "sea_iters": 2, "qualitative": 2, **evaluation})
     spec.pop("quick")
     path = tmp_path / "tiny.yaml"
     path.write_text(yaml.safe_dump(spec))
@@ -53,11 +53,19 @@ def test_demo_grid_end_to_end_and_reuse(tmp_path, capsys):
         sources = {r["source"] for r in e["records"] if r["attack"] == "bim"}
         assert len(sources) == 2 and all(("deeplabv3" if e["arch"] == "pspnet" else "pspnet") in s and "-sat-" in s for s in sources)
     strong = {r["attack"] for r in kinds["strong"][0]["records"]}
-    assert strong == {"clean", "bim", "pgd", "worst"}
+    assert strong == {"clean", "bim", "pgd", "worst", "sea"}
+    for e in kinds["strong"]:
+        sea = next(r for r in e["records"] if r["attack"] == "sea")
+        assert sea["steps"] == 2 and len(sea["members"]) == 3
+        assert sea["mIoU"] <= min(m["mIoU"] for m in sea["members"]) + 1e-12
+        assert sea["aAcc"] <= min(m["aAcc"] for m in sea["members"]) + 1e-12
+    assert len(list(out.glob("class_counts-*.json"))) == 1  # one data config: counted once for all 12 runs
 
     report = (out / "report.md").read_text()
     assert "| clean | 1 | 2 |" in report.replace("|  |", "| |")
-    for png in ("sweep_white_box.png", "sweep_transfer.png", "routing.png", "strong_attacks.png", "qualitative_pspnet.png"):
+    assert "Claimed vs. remaining" in report and "remaining (SEA-2)" in report and "claimed (BIM-2)" in report
+    assert "Claimed vs. remaining (mIoU, BIM vs SEA)" in printed
+    for png in ("sweep_white_box.png", "sweep_transfer.png", "routing.png", "strong_attacks.png", "claimed_vs_remaining.png", "qualitative_pspnet.png"):
         assert (out / png).stat().st_size > 1000, png
         assert png in report
     for run in results["runs"]:
@@ -87,6 +95,18 @@ def test_quick_section_applies(tmp_path):
     assert {r.seed for r in full["runs"]} == {0, 1}
     ablation = load_experiment(packaged_config("ablation.yaml"))
     assert {r.method for r in ablation["runs"]} == {"sat", "ddcat-m", "ddcat-n", "ddcat"}
+
+
+def test_experiment_eps_accepts_fractions(tmp_path):
+    path = tiny_experiment(tmp_path, eps="8/255", alpha="2/255")
+    ev = load_experiment(path)["evaluation"]
+    assert ev["eps"] == 8 / 255 and ev["alpha"] == 2 / 255
+    assert load_experiment(packaged_config("demo.yaml"))["evaluation"]["strong"][-1] == "sea"
+    assert load_experiment(packaged_config("demo.yaml"), quick=True)["evaluation"]["strong"][-1] == "sea"
+    with pytest.raises(DdcatError, match="evaluation.eps"):
+        load_experiment(tiny_experiment(tmp_path, eps="a lot"))
+    with pytest.raises(DdcatError, match="sea_iters"):
+        load_experiment(tiny_experiment(tmp_path, sea_iters=0))
 
 
 def test_bad_experiment_files(tmp_path):

@@ -15,7 +15,7 @@ from ddcat.checkpoint import load_model
 from ddcat.config import load_config
 from ddcat.data import build_dataset
 from ddcat.evaluation.engine import evaluate
-from ddcat.evaluation.protocol import attack_settings
+from ddcat.evaluation.settings import AttackPlan, attack_settings
 from ddcat.experiment import packaged_config
 from ddcat.training import train
 
@@ -45,7 +45,7 @@ def miou(records, attack, steps):
 @pytest.mark.slow
 def test_bim_breaks_the_undefended_model_more_with_more_steps(trained):
     models, dataset, _ = trained
-    records = run(models["clean"], dataset, attack_settings(["bim"], range(1, 8), 0.03, 0.01, [("self", None)]))
+    records = run(models["clean"], dataset, attack_settings(AttackPlan(("bim",), tuple(range(1, 8)), (0.03,), 0.01), [("self", None)]))
     clean = records[0]["mIoU"]
     sweep = [miou(records, "bim", n)["mIoU"] for n in range(1, 8)]
     assert clean > 0.45, f"the clean model did not learn (mIoU {clean:.3f})"
@@ -56,7 +56,7 @@ def test_bim_breaks_the_undefended_model_more_with_more_steps(trained):
 @pytest.mark.slow
 def test_stronger_attacks_are_at_least_as_strong_as_bim(trained):
     models, dataset, _ = trained
-    records = run(models["clean"], dataset, attack_settings(["bim", "pgd", "segpgd", "worst"], [7], 0.03, 0.01, [("self", None)]))
+    records = run(models["clean"], dataset, attack_settings(AttackPlan(("bim", "pgd", "segpgd", "worst"), (7,), (0.03,), 0.01), [("self", None)]))
     bim = miou(records, "bim", 7)
     for name in ("pgd", "segpgd"):
         assert miou(records, name, 7)["mIoU"] <= bim["mIoU"] + 0.02, name
@@ -68,7 +68,7 @@ def test_stronger_attacks_are_at_least_as_strong_as_bim(trained):
 @pytest.mark.slow
 def test_sat_is_more_robust_than_clean_training_of_the_same_length(trained):
     models, dataset, _ = trained
-    settings = attack_settings(["bim"], [3, 7], 0.03, 0.01, [("self", None)])
+    settings = attack_settings(AttackPlan(("bim",), (3, 7), (0.03,), 0.01), [("self", None)])
     clean, sat = run(models["clean"], dataset, settings), run(models["sat"], dataset, settings)
     for n in (3, 7):
         assert miou(sat, "bim", n)["mIoU"] > miou(clean, "bim", n)["mIoU"] + 0.05, n

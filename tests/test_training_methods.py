@@ -9,7 +9,7 @@ from ddcat.config import load_config
 from ddcat.errors import DdcatError
 from ddcat.models import build_model
 from ddcat.training import build_method
-from ddcat.training.ddcat import CleanPredictionTap, predict_combined
+from ddcat.training.ddcat import CleanPrediction, predict_combined
 
 K = 4
 
@@ -107,23 +107,38 @@ def test_attack_forwards_do_not_touch_batchnorm_statistics(method):
     assert [int(m.num_batches_tracked) for m in bns] == [b + 1 for b in before]
 
 
-def test_clean_prediction_tap_equals_explicit_combined_prediction():
+def test_clean_prediction_equals_explicit_combined_prediction():
     model = tiny_model(ddc=True).eval()
     images, _ = batch(1)
-    tap = CleanPredictionTap(model, images)
+    tap = CleanPrediction(model)
     x = images.clone().requires_grad_(True)
     logits = tap(x)
     assert torch.equal(tap.b_clean, predict_combined(model, images))
     with torch.no_grad():
         assert torch.allclose(logits, model(images), atol=1e-6)
+    first = tap.b_clean
+    tap(images + 0.01)  # later calls return the main logits and leave B_clean alone
+    assert tap.b_clean is first
 
 
-def test_tap_ignores_inputs_other_than_the_clean_images():
-    model = tiny_model(ddc=True).eval()
-    images, _ = batch(1)
-    tap = CleanPredictionTap(model, images)
-    tap(images + 0.01)
-    assert tap.b_clean is None
+def test_random_start_attack_gets_b_clean_from_a_separate_forward():
+    """A training attack with a random start: its first forward is not at the clean images, so
+    B_clean costs one separate no-grad pass (and the mask labels still equal Alg. 2)."""
+    from ddcat.training.losses import mask_labels
+
+    steps, m = 2, 4
+    model = tiny_model(ddc=True, seed=5)
+    method = build_method(tiny_cfg("ddcat", **{"attack.name": "pgd", "attack.steps": steps}))
+    assert not method.attack.starts_at_clean
+    images, labels = batch(4)
+    count = Counter(model)
+    adv_part, targets = method.mask_targets(model, images, labels, 2, seed=3)
+    # PGD: steps gradient passes + 1 scoring pass on all m; B_clean and B_adv on the clean half
+    assert count.forward == [m] * (steps + 1) + [m // 2, m // 2]
+    adv_all = method.attack(model, images, labels, seed=3)
+    m_clean, m_adv = mask_labels("ddcat", predict_combined(model, images), predict_combined(model, adv_all))
+    assert torch.equal(adv_part, adv_all[2:])
+    assert torch.equal(targets, torch.cat([m_clean[:2], m_adv[2:]]))
 
 
 class Counter:
@@ -196,7 +211,7 @@ def test_fully_adversarial_sat_attacks_the_whole_batch():
 
 def test_training_attack_is_configurable():
     method = build_method(tiny_cfg("sat", **{"attack.name": "segpgd", "attack.steps": 5, "attack.eps": 0.02}))
-    assert type(method.attack).__name__ == "SegPGD"
+    assert type(method.attack).__name__ == "PGD" and method.attack.loss == "segpgd"
     assert method.attack.steps == 5 and method.attack.eps == 0.02
 
 

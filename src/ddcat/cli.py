@@ -1,7 +1,8 @@
 """The ``ddcat`` command line.
 
     ddcat train --config FILE [--method M] [--set key=value ...] --out DIR [--resume [CKPT]]
-    ddcat eval --checkpoint CKPT | --config FILE [--attack bim --steps 1-7] [--transfer-from CKPT ...] --out DIR
+    ddcat eval --checkpoint CKPT | --config FILE [--attack bim --steps 1-7] [--attack sea --iters 300 --eps 4/255 ...]
+               [--transfer-from CKPT ...] --out DIR
     ddcat export CKPT OUT
     ddcat plot-train DIR
     ddcat experiment FILE.yaml --out DIR
@@ -61,14 +62,78 @@ def resume_hint(out: Path, args: argparse.Namespace) -> str:
     return f"the run is saved in {out / 'last.pt'}; continue it with: {' '.join(command)}"
 
 
-def cmd_eval(args: argparse.Namespace) -> int:
-    from ddcat.evaluation.run import run_eval
+def eval_plan(args: argparse.Namespace):
+    """The attacks ``ddcat eval`` runs, from its arguments (eps and alpha accept ``4/255``)."""
+    from ddcat.config import DEFAULTS
+    from ddcat.evaluation import AttackPlan
+    from ddcat.evaluation.settings import DEFAULT_ITERS
+    from ddcat.parsing import parse_fraction, parse_steps
 
+    attacks = tuple(args.attack or ())
+    eps = tuple(parse_fraction(e, "--eps") for e in (args.eps or [DEFAULTS["attack"]["eps"]]))
+    counts = None
+    if args.class_counts:
+        counts = tuple(read_class_counts(args.class_counts))
+    return AttackPlan(
+        attacks=attacks,
+        steps=tuple(parse_steps(args.steps)) if attacks else (),
+        eps=tuple(dict.fromkeys(eps)),  # repeats once
+        alpha=parse_fraction(args.alpha if args.alpha is not None else DEFAULTS["attack"]["alpha"], "--alpha"),
+        iters=args.iters if args.iters is not None else DEFAULT_ITERS,
+        restarts=args.restarts,
+        seed=args.seed,
+        class_counts=counts,
+    )
+
+
+def read_class_counts(text: str) -> list[int]:
+    """``--class-counts``: a comma list ``120,30,5`` or a JSON file holding a list (or ``{"counts": [...]}``)."""
+    import json
+
+    path = Path(text)
+    try:
+        if path.is_file():
+            data = json.loads(path.read_text())
+            values = data["counts"] if isinstance(data, dict) else data
+        else:
+            values = [v for v in text.split(",") if v.strip()]
+        counts = [int(v) for v in values]
+    except (ValueError, KeyError, TypeError):
+        raise DdcatError(f"--class-counts expects a comma list like 120,30,5 or a JSON file with a list, got '{text}'") from None
+    if not counts or any(c < 0 for c in counts):
+        raise DdcatError(f"--class-counts must be non-negative pixel counts, one per class, got '{text}'")
+    return counts
+
+
+def cmd_eval(args: argparse.Namespace) -> int:
+    import json
+
+    from ddcat.evaluation import evaluate_checkpoint
+    from ddcat.reporting.eval_tables import eval_tables
+
+    plan = eval_plan(args)
     out = Path(args.out)
     if (out / "metrics.json").exists() and not args.overwrite:
         raise DdcatError(f"{out} already holds an evaluation (metrics.json); pass --overwrite to replace it or choose another --out")
     with OutputFolder(out):
-        run_eval(args)
+        checkpoint = args.checkpoint
+        if args.config:  # the model a config describes, untrained or from model.weights: OUT/model.pt
+            from ddcat.checkpoint import checkpoint_from_config
+            from ddcat.config import load_config
+
+            checkpoint = str(checkpoint_from_config(load_config(args.config, args.set or []), out / "model.pt"))
+        result = evaluate_checkpoint(
+            checkpoint, plan, args.transfer_from, args.set or [], args.split, args.device,
+            progress=not args.no_progress, cache_dir=out,
+        )
+        if result.ctx.is_main:
+            table = eval_tables(result.summary)
+            tmp = out / ".metrics.json.tmp"
+            tmp.write_text(json.dumps(result.summary, indent=2) + "\n")
+            tmp.replace(out / "metrics.json")
+            (out / "table.txt").write_text(table + "\n")
+            print(table)
+            print(f"wrote {out / 'metrics.json'}")
     return 0
 
 
@@ -135,10 +200,17 @@ def build_parser() -> argparse.ArgumentParser:
     source = p.add_mutually_exclusive_group(required=True)
     source.add_argument("--checkpoint")
     source.add_argument("--config", help="evaluate the model a config describes (e.g. model.factory + model.weights) without training")
-    p.add_argument("--attack", action="append", default=None, help="fgsm | bim | pgd | segpgd | cospgd | masked-ce | js | worst (repeatable)")
-    p.add_argument("--steps", default="1-7", help="attack step counts, e.g. 1-7 or 3,7 (default 1-7)")
-    p.add_argument("--eps", type=float, default=0.03)
-    p.add_argument("--alpha", type=float, default=0.01)
+    p.add_argument("--attack", action="append", default=None,
+                   help="fgsm | bim | pgd | segpgd | cospgd | masked-ce | js | worst | apgd | sea (repeatable)")
+    p.add_argument("--steps", default="1-7", help="step counts of the sweep attacks, e.g. 1-7 or 3,7 (default 1-7)")
+    p.add_argument("--iters", type=int, default=None, help="iterations of apgd and of each sea member (default 300)")
+    p.add_argument("--eps", action="append", default=None, metavar="EPS",
+                   help="L-inf radius, e.g. 0.03 or 4/255; repeat for several (default 0.03)")
+    p.add_argument("--alpha", default=None, help="step size of the sweep attacks, e.g. 0.01 or 2/255 (default 0.01)")
+    p.add_argument("--restarts", type=int, default=1, help="random restarts of pgd, segpgd, cospgd, masked-ce, js, apgd, sea")
+    p.add_argument("--seed", type=int, default=None, help="seed of the randomized attacks (default: the checkpoint's seed)")
+    p.add_argument("--class-counts", default=None, metavar="COUNTS",
+                   help="training pixels per class for sea's balanced loss: 120,30,5 or a JSON file (default: counted from the data)")
     p.add_argument("--transfer-from", nargs="+", default=None, metavar="CKPT", help="substitute models for black-box transfer")
     p.add_argument("--split", default="val", choices=("train", "val"))
     p.add_argument("--out", required=True)

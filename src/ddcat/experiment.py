@@ -1,7 +1,8 @@
 """``ddcat experiment FILE`` and ``ddcat demo``: a grid of trainings and the paper's evaluations.
 
-An experiment file names a base config, model variants, methods and seeds, and the evaluations
-(see ``configs/demo.yaml``). For every (model, method, seed) the run's full config is hashed;
+An experiment file (read by :mod:`ddcat.experiment_file`, see ``configs/demo.yaml``) names a base
+config, model variants, methods and seeds, and the evaluations; every evaluation goes through
+:func:`ddcat.evaluation.evaluate_model`. For every (model, method, seed) the run's full config is hashed;
 a run whose folder already holds a finished ``last.pt`` for that exact config is reused, an
 interrupted one is resumed, and evaluations are cached the same way. The result is
 ``results.json`` plus the report (tables, plots, findings) in the output folder.
@@ -14,8 +15,6 @@ import json
 import platform
 import sys
 import time
-from dataclasses import dataclass
-from importlib import resources
 from pathlib import Path
 from typing import Any
 
@@ -23,87 +22,16 @@ import numpy as np
 import torch
 
 from ddcat.attacks import BIM
-from ddcat.checkpoint import load_checkpoint, load_model
-from ddcat.config import DEFAULTS, load_yaml, merge
+from ddcat.checkpoint import load_checkpoint
 from ddcat.data import build_dataset
 from ddcat.distributed import DistContext, pick_device
 from ddcat.errors import DdcatError
-from ddcat.evaluation.engine import evaluate, image_batches, predict
-from ddcat.evaluation.protocol import attack_settings, inference_path
+from ddcat.evaluation import AttackPlan, evaluate_model, load_inference_model
+from ddcat.evaluation.engine import image_batches, predict
+from ddcat.experiment_file import Run, load_experiment, packaged_config
 from ddcat.runinfo import versions
 
-EXPERIMENT_KEYS = ("name", "base", "set", "models", "methods", "seeds", "evaluation", "quick")
-EVAL_DEFAULTS: dict[str, Any] = {
-    "eps": 0.03,
-    "alpha": 0.01,
-    "steps": [1, 2, 3, 4, 5, 6, 7],
-    "transfer_from": None,
-    "strong": [],
-    "strong_steps": 7,
-    "max_images": 0,
-    "qualitative": 0,
-}
-
-
-@dataclass
-class Run:
-    label: str  # the model variant's name in the experiment file
-    method: str
-    seed: int
-    cfg: dict[str, Any]
-
-    @property
-    def arch(self) -> str:
-        return self.label
-
-    @property
-    def id(self) -> str:
-        digest = hashlib.sha256(json.dumps(self.cfg, sort_keys=True).encode()).hexdigest()[:8]
-        return f"{self.label}-{self.method}-s{self.seed}-{digest}"
-
-
-def packaged_config(name: str) -> Path:
-    return Path(str(resources.files("ddcat") / "configs" / name))
-
-
-def load_experiment(path: str | Path, quick: bool = False, sets: list[str] | None = None) -> dict[str, Any]:
-    """Read and check an experiment file; ``quick`` applies its ``quick:`` section."""
-    path = Path(path)
-    spec = load_yaml(path)
-    unknown = set(spec) - set(EXPERIMENT_KEYS)
-    if unknown:
-        raise DdcatError(f"unknown key(s) {', '.join(sorted(unknown))} in {path}; valid: {', '.join(EXPERIMENT_KEYS)}")
-    for key in ("models", "methods", "seeds"):
-        if not spec.get(key):
-            raise DdcatError(f"experiment file {path} needs a non-empty '{key}'")
-    base = merge(DEFAULTS, {})
-    if spec.get("base"):
-        base_path = (path.parent / spec["base"]).resolve()
-        base = merge(base, load_yaml(base_path), where=f" in {base_path}")
-    base = merge(base, spec.get("set") or {}, where=f" in {path} (set)")
-    evaluation = dict(EVAL_DEFAULTS)
-    bad = set(spec.get("evaluation") or {}) - set(EVAL_DEFAULTS)
-    if bad:
-        raise DdcatError(f"unknown evaluation key(s) {', '.join(sorted(bad))} in {path}; valid: {', '.join(EVAL_DEFAULTS)}")
-    evaluation.update(spec.get("evaluation") or {})
-    seeds = list(spec["seeds"])
-    if quick and spec.get("quick"):
-        q = spec["quick"]
-        base = merge(base, q.get("set") or {}, where=f" in {path} (quick.set)")
-        seeds = list(q.get("seeds", seeds))
-        evaluation.update(q.get("evaluation") or {})
-    if sets:
-        from ddcat.config import apply_sets
-
-        base = apply_sets(base, sets)
-    runs = []
-    for label, overrides in spec["models"].items():
-        for method in spec["methods"]:
-            for seed in seeds:
-                cfg = merge(base, overrides or {}, where=f" in {path} (models.{label})")
-                cfg = merge(cfg, {"seed": int(seed), "train": {"method": method}}, where=f" in {path}")
-                runs.append(Run(label, method, int(seed), cfg))
-    return {"name": spec.get("name", path.stem), "file": str(path), "runs": runs, "evaluation": evaluation, "quick": quick}
+__all__ = ["Run", "load_experiment", "packaged_config", "run_experiment", "run_experiment_file", "run_demo"]
 
 
 def _finished(last: Path, iters: int) -> bool:
@@ -133,7 +61,7 @@ def ensure_trained(run: Run, root: Path, device: str | None, progress: bool) -> 
         reused = False
     return {
         "id": run.id,
-        "arch": run.arch,
+        "arch": run.label,
         "method": run.method,
         "seed": run.seed,
         "dir": str(folder),
@@ -172,36 +100,34 @@ def run_experiment(spec: dict[str, Any], out: Path, device: str | None = None, p
         if infos[run.id]["reused"]:
             say(f"  reused {infos[run.id]['dir']}")
 
-    models = {}
-    for run in runs:
-        model, _ = load_model(infos[run.id]["checkpoint"])
-        models[run.id] = inference_path(model.to(dev).eval(), run.cfg)
-
+    models = {run.id: load_inference_model(infos[run.id]["checkpoint"], run.cfg, dev) for run in runs}
+    ctx = DistContext(device=dev)
     evaluations = []
     for i, run in enumerate(runs, 1):
         say(f"[eval {i}/{len(runs)}] {run.label} {run.method} seed {run.seed}")
-        dataset = build_dataset(run.cfg, "val")
         folder = out / "runs" / run.id
-        k = run.cfg["data"]["num_classes"]
 
-        def measure(settings, desc):
-            return evaluate(models[run.id], dataset, settings, k, dev, run.cfg["eval"]["batch_size"], ev["max_images"], DistContext(device=dev), progress, desc)
+        def measure(plan: AttackPlan, sources: list[tuple[str, Any]], desc: str) -> list[dict[str, Any]]:
+            return evaluate_model(models[run.id], run.cfg, plan, sources, "val", ctx, progress, desc, cache_dir=out, seed=run.seed, max_images=ev["max_images"])
 
         base_key = {"run": run.id, "eps": ev["eps"], "alpha": ev["alpha"], "max_images": ev["max_images"]}
-        white = _cached(folder, "white-box", {**base_key, "steps": ev["steps"]},
-                        lambda: measure(attack_settings(["bim"], ev["steps"], ev["eps"], ev["alpha"], [("self", None)], run.seed), "white-box BIM"))
+        sweep = AttackPlan(("bim",), tuple(ev["steps"]), (ev["eps"],), ev["alpha"])
+        white = _cached(folder, "white-box", {**base_key, "steps": ev["steps"]}, lambda: measure(sweep, [("self", None)], "white-box BIM"))
         evaluations.append(_evaluation(run, "white-box", white))
         if ev["strong"]:
             n = ev["strong_steps"]
-            strong = _cached(folder, "strong", {**base_key, "attacks": ev["strong"], "steps": n},
-                             lambda: measure(attack_settings(["bim", *ev["strong"]], [n], ev["eps"], ev["alpha"], [("self", None)], run.seed), "stronger attacks"))
+            strong_plan = AttackPlan(("bim", *ev["strong"]), (n,), (ev["eps"],), ev["alpha"], iters=ev["sea_iters"])
+            key = {**base_key, "attacks": ev["strong"], "steps": n}
+            if strong_plan.needs_budget:
+                key["iters"] = ev["sea_iters"]
+            strong = _cached(folder, "strong", key, lambda: measure(strong_plan, [("self", None)], "stronger attacks"))
             evaluations.append(_evaluation(run, "strong", strong))
         if ev["transfer_from"]:
             subs = [r for r in runs if r.method == ev["transfer_from"] and r.label != run.label]
             if subs:
                 sources = [(s.id, models[s.id]) for s in subs]
                 transfer = _cached(folder, "transfer", {**base_key, "steps": ev["steps"], "sources": [s.id for s in subs]},
-                                   lambda: measure(attack_settings(["bim"], ev["steps"], ev["eps"], ev["alpha"], sources, run.seed), "black-box transfer"))
+                                   lambda: measure(sweep, sources, "black-box transfer"))
                 evaluations.append(_evaluation(run, "transfer", transfer))
 
     results: dict[str, Any] = {
@@ -227,14 +153,14 @@ def run_experiment(spec: dict[str, Any], out: Path, device: str | None = None, p
 
 
 def _evaluation(run: Run, kind: str, records: list[dict[str, Any]]) -> dict[str, Any]:
-    return {"run_id": run.id, "arch": run.arch, "method": run.method, "seed": run.seed, "kind": kind, "records": records}
+    return {"run_id": run.id, "arch": run.label, "method": run.method, "seed": run.seed, "kind": kind, "records": records}
 
 
 def write_qualitative(runs: list[Run], models: dict[str, Any], out: Path, ev: dict[str, Any], dev: torch.device) -> str:
     """Images, their adversarial versions (BIM, the sweep's largest n, against each model) and predictions."""
     first = {}
     for run in runs:
-        first.setdefault((run.arch, run.method), run)
+        first.setdefault((run.label, run.method), run)
     any_run = runs[0]
     dataset = build_dataset(any_run.cfg, "val")
     images, labels = next(image_batches(dataset, ev["qualitative"]))

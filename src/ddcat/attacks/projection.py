@@ -10,19 +10,10 @@ from __future__ import annotations
 
 import torch
 
+from ddcat.attacks.checks import check_eps
 from ddcat.errors import DdcatError
 
 __all__ = ["ball_bounds", "project", "project_with_bounds"]
-
-
-def _check_eps(eps: float) -> float:
-    try:
-        eps = float(eps)
-    except (TypeError, ValueError):
-        raise DdcatError(f"eps must be a number, got {eps!r}") from None
-    if not eps >= 0.0 or eps != eps or eps == float("inf"):
-        raise DdcatError(f"eps must be a finite number >= 0, got {eps}")
-    return eps
 
 
 def ball_bounds(x0: torch.Tensor, eps: float) -> tuple[torch.Tensor, torch.Tensor]:
@@ -32,7 +23,7 @@ def ball_bounds(x0: torch.Tensor, eps: float) -> tuple[torch.Tensor, torch.Tenso
     ``x0`` and in float64) and ``0 <= v <= 1``. ``x0`` itself lies in the interval when it lies in
     [0, 1].
     """
-    eps = _check_eps(eps)
+    eps = check_eps(eps)
     dtype = x0.dtype
     if not dtype.is_floating_point:
         raise DdcatError(f"images must be a floating-point tensor, got dtype {dtype}")

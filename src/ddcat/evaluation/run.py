@@ -1,133 +1,150 @@
-"""``ddcat eval``: load a checkpoint, run the requested protocol, write ``metrics.json``."""
+"""The one evaluation entry point: load a model on its inference path, build the attack settings,
+evaluate, return records. ``ddcat eval`` (through :func:`evaluate_checkpoint`) and ``ddcat
+experiment`` (through :func:`load_inference_model` and :func:`evaluate_model`) both go through it;
+neither argparse nor file writing reaches this layer, and nothing here formats tables."""
 
 from __future__ import annotations
 
-import json
+from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, Sequence
+
+from torch import nn
 
 from ddcat.checkpoint import load_model
 from ddcat.config import DEFAULTS, apply_sets, merge
 from ddcat.data import build_dataset
+from ddcat.distributed import DistContext, init_distributed
 from ddcat.errors import DdcatError
-from ddcat.distributed import init_distributed
+from ddcat.evaluation.class_counts import training_class_counts
 from ddcat.evaluation.engine import evaluate
-from ddcat.evaluation.protocol import (
-    attack_settings,
-    checkpoint_label,
-    inference_path,
-    load_substitutes,
-    parse_steps,
-    transfer_summary,
-)
-from ddcat.reporting.tables import sweep_row, text_table
+from ddcat.evaluation.inference import inference_model, inference_options
+from ddcat.evaluation.settings import AttackPlan, attack_settings
+from ddcat.evaluation.transfer import transfer_summary
 from ddcat.runinfo import run_record
 
+MIOU_CONVENTION = "mIoU: mean over classes with non-empty union; mIoU_all: mean over all K (paper code)"
+MACC_CONVENTION = "mAcc: mean recall over classes present in the ground truth; mAcc_all: mean over all K (paper code)"
 
-def eval_config(ckpt: dict[str, Any], sets: list[str]) -> dict[str, Any]:
-    """The checkpoint's training config (for the data) with ``--set`` overrides applied."""
-    cfg = merge(DEFAULTS, ckpt.get("config") or {}, where=" (checkpoint config)")
-    return apply_sets(cfg, sets)
+
+def checkpoint_label(path: str | Path) -> str:
+    """A model's name from its checkpoint path: the run folder for ``last.pt`` / ``model.pt``."""
+    p = Path(path)
+    return p.parent.name if p.name in ("last.pt", "model.pt") else p.stem
+
+
+def eval_config(ckpt: dict[str, Any], sets: Sequence[str], path: str | Path = "") -> dict[str, Any]:
+    """The checkpoint's training config (for the data) with ``--set`` overrides applied; a bad
+    value in the embedded config is an error naming the checkpoint file."""
+    embedded = ckpt.get("config") or {}
+    if not isinstance(embedded, dict):
+        raise DdcatError(f"checkpoint {path}: 'config' must be a mapping, got {type(embedded).__name__}")
+    cfg = merge(DEFAULTS, embedded, where=f" in the config of checkpoint {path}")
+    return apply_sets(cfg, list(sets))
+
+
+def on_inference_path(model: nn.Module, cfg: dict[str, Any], device) -> nn.Module:
+    """``model`` in eval mode on ``device``, behind the inference path ``cfg["eval"]`` names
+    (whole image or sliding window): what both the metric and the attacks see."""
+    e = cfg["eval"]
+    crop = e["crop_size"] or cfg["train"]["crop_size"]
+    return inference_model(model.to(device).eval(), e["mode"], crop, e["stride_rate"], **inference_options(cfg))
+
+
+def load_inference_model(path: str | Path, cfg: dict[str, Any], device, expect: dict[str, Any] | None = None) -> nn.Module:
+    """The checkpoint's model on its inference path (see :func:`on_inference_path`)."""
+    model, _ = load_model(path, expect=expect)
+    return on_inference_path(model, cfg, device)
+
+
+def with_class_counts(plan: AttackPlan, cfg: dict[str, Any], cache_dir: str | Path | None) -> AttackPlan:
+    """``plan`` with the training split's class pixel counts filled in when an attack needs them."""
+    if not plan.needs_class_counts or plan.class_counts is not None:
+        return plan
+    return replace(plan, class_counts=tuple(training_class_counts(cfg, cache_dir)))
+
+
+def evaluate_model(
+    target: nn.Module,
+    cfg: dict[str, Any],
+    plan: AttackPlan,
+    sources: Sequence[tuple[str, nn.Module | None]] = (("self", None),),
+    split: str = "val",
+    ctx: DistContext = DistContext(),
+    progress: bool = True,
+    desc: str = "eval",
+    cache_dir: str | Path | None = None,
+    seed: int | None = None,
+    max_images: int | None = None,
+) -> list[dict[str, Any]]:
+    """Clean and attacked records of ``target`` (an inference path, see :func:`load_inference_model`)
+    on ``cfg``'s ``split``, one record per setting of ``plan`` and source. ``max_images``
+    (default ``cfg["eval"]["max_images"]``, 0 = all) caps the images; ``seed`` (default
+    ``cfg["seed"]``) seeds the randomized attacks unless ``plan.seed`` is set; ``cache_dir`` holds
+    the class-count cache of SEA's balanced loss; ``ctx`` shards the images over processes and
+    names the device."""
+    plan = with_class_counts(plan, cfg, cache_dir)
+    settings = attack_settings(plan, list(sources), seed=cfg["seed"] if seed is None else seed)
+    dataset = build_dataset(cfg, split)
+    return evaluate(
+        target, dataset, settings, cfg["data"]["num_classes"], ctx.device, cfg["eval"]["batch_size"],
+        cfg["eval"]["max_images"] if max_images is None else max_images, ctx, progress, desc=desc,
+    )
+
+
+@dataclass
+class EvalResult:
+    """What :func:`evaluate_checkpoint` computed: ``summary`` (the ``metrics.json`` content) and the
+    process context it ran in (only ``ctx.is_main`` writes files)."""
+
+    summary: dict[str, Any]
+    ctx: DistContext
+
+    @property
+    def records(self) -> list[dict[str, Any]]:
+        return self.summary["records"]
 
 
 def evaluate_checkpoint(
     checkpoint: str | Path,
-    attacks: list[str],
-    steps: list[int],
-    eps: float = 0.03,
-    alpha: float = 0.01,
-    transfer_from: list[str] | None = None,
-    sets: list[str] | None = None,
+    plan: AttackPlan = AttackPlan(),
+    transfer_from: Sequence[str] | None = None,
+    sets: Sequence[str] = (),
     split: str = "val",
     device: str | None = None,
     progress: bool = True,
-) -> dict[str, Any]:
-    """Everything ``ddcat eval`` computes, as a dict (nothing is written)."""
+    cache_dir: str | Path | None = None,
+) -> EvalResult:
+    """Everything ``ddcat eval`` computes (nothing is written): clean and attacked records of the
+    checkpoint under ``plan``, white-box or through the ``transfer_from`` substitutes."""
     ctx = init_distributed(device)
     model, ckpt = load_model(checkpoint)
-    cfg = eval_config(ckpt, sets or [])
+    cfg = eval_config(ckpt, sets, checkpoint)
     num_classes = ckpt["model_spec"]["num_classes"]
     if cfg["data"]["num_classes"] != num_classes:
         raise DdcatError(
             f"--set data.num_classes={cfg['data']['num_classes']} disagrees with checkpoint {checkpoint}, which has {num_classes} classes"
         )
-    target = inference_path(model.to(ctx.device).eval(), cfg)
-    sources = load_substitutes(transfer_from, num_classes, cfg, ctx.device) if transfer_from else [("self", None)]
-    settings = attack_settings(attacks, steps, eps, alpha, sources, seed=cfg["seed"])
-    dataset = build_dataset(cfg, split)
-    records = evaluate(
-        target, dataset, settings, num_classes, ctx.device, cfg["eval"]["batch_size"], cfg["eval"]["max_images"], ctx, progress,
-        desc=f"eval {checkpoint_label(checkpoint)}",
-    )
+    target = on_inference_path(model, cfg, ctx.device)
+    sources: list[tuple[str, nn.Module | None]] = [("self", None)]
+    if transfer_from:
+        sources = [(str(p), load_inference_model(p, cfg, ctx.device, expect={"num_classes": num_classes})) for p in transfer_from]
+    label = checkpoint_label(checkpoint)
+    records = evaluate_model(target, cfg, plan, sources, split, ctx, progress, desc=f"eval {label}", cache_dir=cache_dir)
     for r in records:
-        r["model"] = checkpoint_label(checkpoint)
-    result = {
+        r["model"] = label
+    summary: dict[str, Any] = {
         "checkpoint": str(checkpoint),
-        "model": checkpoint_label(checkpoint),
-        "miou_convention": "mIoU: mean over classes with non-empty union; mIoU_all: mean over all K (paper code)",
-        "macc_convention": "mAcc: mean recall over classes present in the ground truth; mAcc_all: mean over all K (paper code)",
+        "model": label,
+        "miou_convention": MIOU_CONVENTION,
+        "macc_convention": MACC_CONVENTION,
         "records": records,
         "run": run_record(cfg, "eval", {"world_size": ctx.world}),
         "config": cfg,
     }
     clean = records[0]
     for key in ("mIoU", "mIoU_all", "mAcc", "mAcc_all", "aAcc", "per_class_iou", "num_images"):
-        result[key] = clean[key]  # clean figures at the top level
+        summary[key] = clean[key]  # clean figures at the top level
     if transfer_from:
-        result["transfer_summary"] = transfer_summary(records)
-    result["is_main_process"] = ctx.is_main
-    return result
-
-
-def format_tables(result: dict[str, Any], attacks: list[str], steps: list[int]) -> str:
-    """The paper's layout: rows = model (or model <- substitute), columns = clean, 1..n."""
-    columns = ["clean", *map(str, steps)]
-    records = result["records"]
-    blocks = []
-    for attack in attacks:
-        sources = sorted({r["source"] for r in records if r["attack"] == attack})
-        rows = []
-        for source in sources:
-            name = result["model"] if source == "self" else f"{result['model']} <- {checkpoint_label(source)}"
-            rows.append((name, sweep_row(records, steps, "mIoU", attack, source)))
-        if result.get("transfer_summary"):
-            summ = {(s["attack"], s["steps"]): s for s in result["transfer_summary"]}
-            clean = sweep_row(records, steps, "mIoU", attack, sources[0])[0]
-            rows.append(("mean over substitutes", [clean, *(summ.get((attack, n), {}).get("mean") for n in steps)]))
-            rows.append(("std over substitutes", [None, *(summ.get((attack, n), {}).get("std") for n in steps)]))
-        kind = "black-box transfer" if result.get("transfer_summary") else "white-box"
-        blocks.append(text_table(f"mIoU under {attack} ({kind}), eps={records[-1]['eps'] if len(records) > 1 else 0}", columns, rows))
-        if attack == "worst":
-            rows = [(result["model"], sweep_row(records, steps, "aAcc", attack, sources[0]))]
-            blocks.append(text_table("aAcc under the per-image worst case", columns, rows))
-    blocks.append(
-        "mIoU: mean over classes with a non-empty union. metrics.json also holds mIoU_all (mean over all K, the paper's"
-        " code), mAcc (mean recall over classes present in the ground truth) and mAcc_all (over all K, the paper's code)."
-    )
-    return "\n\n".join(blocks)
-
-
-def run_eval(args) -> dict[str, Any]:
-    if getattr(args, "config", None):  # --config: the untrained model as a checkpoint in OUT/model.pt
-        from ddcat.checkpoint import checkpoint_from_config
-        from ddcat.config import load_config
-
-        args.checkpoint = str(checkpoint_from_config(load_config(args.config, args.set or []), Path(args.out) / "model.pt"))
-    attacks = args.attack or []
-    steps = parse_steps(args.steps) if attacks else []
-    result = evaluate_checkpoint(
-        args.checkpoint, attacks, steps, args.eps, args.alpha, args.transfer_from, args.set or [], args.split, args.device,
-        progress=not args.no_progress,
-    )
-    if not result.pop("is_main_process"):
-        return result
-    table = format_tables(result, attacks or ["clean"], steps)
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    tmp = out / ".metrics.json.tmp"
-    tmp.write_text(json.dumps(result, indent=2) + "\n")
-    tmp.replace(out / "metrics.json")
-    (out / "table.txt").write_text(table + "\n")
-    print(table)
-    print(f"wrote {out / 'metrics.json'}")
-    return result
+        summary["transfer_summary"] = transfer_summary(records)
+    return EvalResult(summary, ctx)

@@ -24,6 +24,7 @@ from ddcat.reporting.summary import (
     STRONG_ORDER,
     arch_name,
     archs_of,
+    claimed_vs_remaining,
     attack_label,
     method_name,
     methods_of,
@@ -37,7 +38,7 @@ DPI = 100
 METHOD_COLORS = {"clean": "#7f7f7f", "sat": "#1f77b4", "ddcat-m": "#2ca02c", "ddcat-n": "#9467bd", "ddcat": "#d62728"}
 ATTACK_COLORS = {
     "bim": "#1f77b4", "pgd": "#ff7f0e", "segpgd": "#2ca02c", "cospgd": "#9467bd",
-    "masked-ce": "#8c564b", "js": "#e377c2", "worst": "#d62728",
+    "masked-ce": "#8c564b", "js": "#e377c2", "worst": "#d62728", "apgd": "#17becf", "sea": "#000000",
 }
 LINESTYLES = ("-", "--", ":", "-.")
 CYCLE = ("#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f", "#bcbd22", "#17becf")
@@ -264,7 +265,7 @@ def plot_training(run_dir: str | Path, out_dir: str | Path | None = None, window
 
 def plot_strong(results: dict[str, Any], path: str | Path) -> Path:
     """Grouped bars, one subplot per architecture, one group per method: mIoU under BIM-n, PGD,
-    SegPGD, CosPGD, masked-CE, JS and the per-image worst case (whichever were run), error bars =
+    SegPGD, CosPGD, masked-CE, JS, the per-image worst case, APGD and SEA (whichever were run), error bars =
     std over seeds. Size 6 x 4 inches (600 x 400 px) per architecture."""
     archs = archs_of(results, "strong")
     fig = _figure(6 * max(1, len(archs)), 4)
@@ -284,8 +285,8 @@ def plot_strong(results: dict[str, Any], path: str | Path) -> Path:
                     xs.append(i - 0.4 + width * (j + 0.5))
                     ys.append(e["mIoU"][a])
                     es.append(e["mIoU_std"].get(a, 0.0))
-            steps = next((e["steps"] for e in table if a in e["mIoU"]), None)
-            ax.bar(xs, ys, width, yerr=es, capsize=2, color=ATTACK_COLORS.get(a, CYCLE[j % len(CYCLE)]), label=attack_label(a, steps))
+            label = next((e["labels"][a] for e in table if a in e["mIoU"]), attack_label(a))
+            ax.bar(xs, ys, width, yerr=es, capsize=2, color=ATTACK_COLORS.get(a, CYCLE[j % len(CYCLE)]), label=label)
         ax.set_xticks(range(len(table)))
         ax.set_xticklabels([e["name"] for e in table])
         ax.set_ylabel("mIoU")
@@ -294,6 +295,37 @@ def plot_strong(results: dict[str, Any], path: str | Path) -> Path:
         ax.set_title(f"{arch_name(arch)}: stronger attacks (n={', '.join(map(str, n))})")
         ax.grid(axis="y", alpha=0.3)
         ax.legend(fontsize=7, ncol=2)
+    fig.tight_layout()
+    return _save(fig, path)
+
+
+def plot_claimed_vs_remaining(results: dict[str, Any], path: str | Path) -> Path:
+    """"Claimed vs. remaining": per architecture (one subplot each) and method, a bar of the mIoU
+    BIM-n claims next to a bar of the mIoU SEA leaves (error bars = std over seeds), the clean mIoU
+    as a marker above them. Size 6 x 4 inches per architecture."""
+    archs = [a for a in archs_of(results, "strong") if claimed_vs_remaining(results, a)]
+    if not archs:
+        raise DdcatError("no model has both BIM and SEA in its stronger-attack evaluation")
+    fig = _figure(6 * len(archs), 4)
+    axes = fig.subplots(1, len(archs), squeeze=False)[0]
+    for ax, arch in zip(axes, archs):
+        entries = claimed_vs_remaining(results, arch)
+        xs = np.arange(len(entries))
+        claimed_label, remaining_label = entries[0]["claimed_label"], entries[0]["remaining_label"]
+        ax.bar(xs - 0.2, [e["claimed"] for e in entries], 0.4, yerr=[e["claimed_std"] for e in entries], capsize=2,
+               color=ATTACK_COLORS["bim"], label=f"claimed ({claimed_label})")
+        ax.bar(xs + 0.2, [e["remaining"] for e in entries], 0.4, yerr=[e["remaining_std"] for e in entries], capsize=2,
+               color=ATTACK_COLORS["worst"], label=f"remaining ({remaining_label})")
+        clean = [(x, e["clean"]) for x, e in zip(xs, entries) if e["clean"] is not None]
+        if clean:
+            ax.plot([c[0] for c in clean], [c[1] for c in clean], "k_", markersize=28, mew=2, linestyle="none", label="clean")
+        ax.set_xticks(xs)
+        ax.set_xticklabels([e["name"] for e in entries])
+        ax.set_ylabel("mIoU")
+        ax.set_ylim(bottom=0)
+        ax.set_title(f"{arch_name(arch)}: claimed vs. remaining robustness")
+        ax.grid(axis="y", alpha=0.3)
+        ax.legend(fontsize=8)
     fig.tight_layout()
     return _save(fig, path)
 

@@ -11,6 +11,8 @@ from ddcat.reporting import plots
 from ddcat.reporting.summary import (
     arch_name,
     archs_of,
+    claimed_rows,
+    claimed_vs_remaining,
     column_labels,
     findings,
     method_name,
@@ -75,7 +77,8 @@ def _sweep_section(results: dict[str, Any], kind: str, methods: tuple[str, ...] 
 
 def write_report(results: dict[str, Any], out_dir: str | Path) -> Path:
     """Write ``out_dir/report.md`` and the figures it links (``sweep_white_box.png``,
-    ``sweep_transfer.png``, ``routing.png``, ``strong_attacks.png``, ``qualitative_<arch>.png``;
+    ``sweep_transfer.png``, ``routing.png``, ``strong_attacks.png``, ``claimed_vs_remaining.png``,
+    ``qualitative_<arch>.png``;
     each only when there is data for it). Returns the path of ``report.md``."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -143,6 +146,21 @@ def write_report(results: dict[str, Any], out_dir: str | Path) -> Path:
         md += figure("strong_attacks.png", lambda p: plots.plot_strong(results, p),
                      "mIoU under BIM and the stronger attacks, error bars = std over seeds.")
 
+    claims = {arch: claimed_vs_remaining(results, arch) for arch in strong_archs}
+    if any(claims.values()):
+        md += ["## Claimed vs. remaining robustness: BIM-n against SEA", "",
+               "\"claimed\" is the mIoU under BIM at the sweep's step count, the robustness the paper's evaluation reports; "
+               "\"remaining\" is the mIoU SEA leaves (APGD with masked CE, balanced masked CE and JS, greedy dataset-level "
+               "worst case over them; Croce, Singh & Hein 2024) at the same eps. Mean over seeds.", ""]
+        for arch in (a for a, entries in claims.items() if entries):
+            for metric in ("mIoU", "aAcc"):
+                cols, rows = claimed_rows(claimed_vs_remaining(results, arch, metric))
+                if rows:
+                    md += [f"**Model: {arch_name(arch)}** ({metric}{'; SEA: per-image worst case' if metric == 'aAcc' else ''})", "",
+                           markdown_table(cols, rows, first="Method"), ""]
+        md += figure("claimed_vs_remaining.png", lambda p: plots.plot_claimed_vs_remaining(results, p),
+                     "Claimed vs. remaining: mIoU under BIM-n (what BIM claims) and under SEA (what remains), clean as a marker, error bars = std over seeds.")
+
     routing = _routing_logs(results, out_dir)
     if routing:
         md += ["## DDC-AT routing during training", ""]
@@ -208,4 +226,7 @@ def print_tables(results: dict[str, Any]) -> str:
         scols, rows = strong_rows(strong_table(results, arch), "mIoU")
         if rows:
             parts.append(text_table(f"Stronger attacks (mIoU): {arch_name(arch)}", scols, rows))
+        ccols, rows = claimed_rows(claimed_vs_remaining(results, arch))
+        if rows:
+            parts.append(text_table(f"Claimed vs. remaining (mIoU, BIM vs SEA): {arch_name(arch)}", ccols, rows))
     return "\n\n".join(parts) if parts else "no evaluations to tabulate"

@@ -2,7 +2,7 @@
 
 Pure functions over the results dictionary written by ``ddcat experiment`` / ``ddcat demo``; no
 plotting, no files. Statistics are the mean and the *population* standard deviation
-(:func:`ddcat.reporting.tables.mean_std`):
+(:func:`ddcat.statistics.mean_std`):
 
 - white-box (Table 1, Fig. 4): over the seeds of one (arch, method);
 - black-box transfer (Table 2): over every (target seed, substitute model) pair, the paper's protocol
@@ -15,17 +15,22 @@ from __future__ import annotations
 import math
 from typing import Any, Iterable, Sequence
 
-from ddcat.reporting.tables import fmt, mean_std
+from ddcat.evaluation.settings import BUDGET_ATTACKS
+from ddcat.reporting.tables import fmt
+from ddcat.statistics import mean_std
 
 METHOD_ORDER = ("clean", "sat", "ddcat-m", "ddcat-n", "ddcat")
 METHOD_NAMES = {"clean": "No Defense", "sat": "SAT", "ddcat": "DDC-AT", "ddcat-m": "DDC-AT-M", "ddcat-n": "DDC-AT-N"}
 ARCH_ORDER = ("pspnet", "deeplabv3")
 ARCH_NAMES = {"pspnet": "PSPNet", "deeplabv3": "DeepLabv3"}
-STRONG_ORDER = ("clean", "bim", "pgd", "segpgd", "cospgd", "masked-ce", "js", "worst")
-ATTACK_NAMES = {
+STRONG_ORDER = ("clean", "bim", "pgd", "segpgd", "cospgd", "masked-ce", "js", "worst", "apgd", "sea")
+#: Display labels of the attacks (the names themselves are :data:`ddcat.attacks.ATTACK_NAMES`).
+ATTACK_LABELS = {
     "clean": "clean", "bim": "BIM", "fgsm": "FGSM", "pgd": "PGD", "segpgd": "SegPGD", "cospgd": "CosPGD",
-    "masked-ce": "masked-CE", "js": "JS", "worst": "worst",
+    "masked-ce": "masked-CE", "js": "JS", "worst": "worst", "apgd": "APGD", "sea": "SEA",
 }
+#: Attacks whose label carries their step / iteration count.
+COUNTED = ("bim", "apgd", "sea")
 DEFAULT_STEPS = (1, 2, 3, 4, 5, 6, 7)
 TIE = 1e-9  # differences below this count as equal ("does not beat")
 
@@ -41,9 +46,10 @@ def arch_name(arch: str) -> str:
 
 
 def attack_label(attack: str, steps: int | None = None) -> str:
-    """``bim`` at 7 steps -> ``BIM-7``; the other attacks by name alone."""
-    name = ATTACK_NAMES.get(attack, attack)
-    return f"{name}-{steps}" if attack == "bim" and steps else name
+    """``bim`` at 7 steps -> ``BIM-7``, ``sea`` at 100 iterations -> ``SEA-100``; the other attacks
+    by name alone."""
+    name = ATTACK_LABELS.get(attack, attack)
+    return f"{name}-{steps}" if attack in COUNTED and steps else name
 
 
 def ordered(found: Iterable[str], order: Sequence[str]) -> list[str]:
@@ -176,27 +182,42 @@ def substitutes(results: dict[str, Any], arch: str | None = None) -> list[str]:
     return found
 
 
-def strong_table(results: dict[str, Any], arch: str) -> list[dict[str, Any]]:
-    """One entry per method with "strong" evaluations: clean, BIM-n, PGD, SegPGD, CosPGD, masked-CE, JS
-    and the per-image worst case (whichever were run), mean/std over seeds of mIoU and aAcc.
+def _budget_of(records: Iterable[dict[str, Any]], attack: str) -> int | None:
+    """The iteration budget of an APGD / SEA record (its ``steps``)."""
+    return next((int(r["steps"]) for r in records if r.get("attack") == attack and _is_self(r)), None)
 
-    Each entry: ``method``, ``name``, ``steps`` (n of the attacks), ``seeds``, ``attacks`` (ids in
-    order), ``labels`` (id -> column title, e.g. ``"BIM-7"``), ``mIoU`` / ``aAcc`` (id -> mean),
-    ``mIoU_std`` / ``aAcc_std`` (id -> std), and ``bim_overstatement`` = BIM mIoU - worst-case mIoU at
-    the same steps (``None`` without both).
+
+def _strong_match(r: dict[str, Any], attack: str, n: int) -> bool:
+    """Record ``r`` is the value of ``attack`` in a strong table at step count ``n`` (APGD and SEA
+    at whatever budget they ran)."""
+    if r.get("attack") != attack:
+        return False
+    if attack == "clean":
+        return True
+    return _is_self(r) and (attack in BUDGET_ATTACKS or r.get("steps") == n)
+
+
+def strong_table(results: dict[str, Any], arch: str) -> list[dict[str, Any]]:
+    """One entry per method with "strong" evaluations: clean, BIM-n, PGD, SegPGD, CosPGD, masked-CE, JS,
+    the per-image worst case, APGD and SEA (whichever were run), mean/std over seeds of mIoU and aAcc.
+
+    Each entry: ``method``, ``name``, ``steps`` (n of the step attacks), ``seeds``, ``attacks`` (ids in
+    order), ``labels`` (id -> column title, e.g. ``"BIM-7"``, ``"SEA-100"``), ``mIoU`` / ``aAcc`` (id ->
+    mean), ``mIoU_std`` / ``aAcc_std`` (id -> std), ``bim_overstatement`` = BIM mIoU - worst-case mIoU
+    at the same steps and ``sea_gap`` = BIM mIoU - SEA mIoU (``None`` without both). SEA's mIoU is its
+    greedy dataset-level worst case, its aAcc the per-image worst case.
     """
     table = []
     for method in methods_of(results, arch, "strong"):
         evs = evaluations(results, arch, method, "strong")
-        steps = [r.get("steps", 0) for ev in evs for r in ev.get("records", []) if r.get("attack") != "clean" and _is_self(r)]
+        records = [r for ev in evs for r in ev.get("records", [])]
+        steps = [r.get("steps", 0) for r in records if r.get("attack") not in ("clean", *BUDGET_ATTACKS) and _is_self(r)]
         n = max(steps) if steps else 0
-        found = ordered(
-            (r["attack"] for ev in evs for r in ev.get("records", []) if r.get("attack") == "clean" or (r.get("steps") == n and _is_self(r))),
-            STRONG_ORDER,
-        )
+        found = ordered((r["attack"] for r in records if _strong_match(r, r.get("attack"), n)), STRONG_ORDER)
         entry: dict[str, Any] = {
             "method": method, "name": method_name(method), "steps": n, "seeds": len({ev.get("seed") for ev in evs}),
-            "attacks": found, "labels": {a: attack_label(a, n) for a in found},
+            "attacks": found,
+            "labels": {a: attack_label(a, _budget_of(records, a) if a in BUDGET_ATTACKS else n) for a in found},
         }
         for metric in ("mIoU", "aAcc"):
             means, stds = {}, {}
@@ -204,7 +225,7 @@ def strong_table(results: dict[str, Any], arch: str) -> list[dict[str, Any]]:
                 vals = []
                 for ev in evs:
                     for r in ev.get("records", []):
-                        if r.get("attack") == a and (a == "clean" or (r.get("steps") == n and _is_self(r))) and r.get(metric) is not None:
+                        if _strong_match(r, a, n) and r.get(metric) is not None:
                             vals.append(float(r[metric]))
                             break
                 if vals:
@@ -212,8 +233,39 @@ def strong_table(results: dict[str, Any], arch: str) -> list[dict[str, Any]]:
             entry[metric], entry[f"{metric}_std"] = means, stds
         m = entry["mIoU"]
         entry["bim_overstatement"] = m["bim"] - m["worst"] if "bim" in m and "worst" in m else None
+        entry["sea_gap"] = m["bim"] - m["sea"] if "bim" in m and "sea" in m else None
         table.append(entry)
     return table
+
+
+def claimed_vs_remaining(results: dict[str, Any], arch: str, metric: str = "mIoU") -> list[dict[str, Any]]:
+    """Per method with a strong evaluation holding both BIM-n and SEA: the robustness BIM-n claims,
+    what SEA leaves (mean and std over seeds of ``metric``) and the clean value.
+
+    Each entry: ``method``, ``name``, ``claimed_label`` (``"BIM-7"``), ``remaining_label``
+    (``"SEA-100"``), ``clean``, ``claimed``, ``claimed_std``, ``remaining``, ``remaining_std``,
+    ``overstatement`` = claimed - remaining, ``seeds``."""
+    out = []
+    for e in strong_table(results, arch):
+        means, stds = e[metric], e[f"{metric}_std"]
+        if "bim" not in means or "sea" not in means:
+            continue
+        out.append({
+            "method": e["method"], "name": e["name"], "seeds": e["seeds"],
+            "claimed_label": e["labels"]["bim"], "remaining_label": e["labels"]["sea"],
+            "clean": means.get("clean"), "claimed": means["bim"], "claimed_std": stds["bim"],
+            "remaining": means["sea"], "remaining_std": stds["sea"], "overstatement": means["bim"] - means["sea"],
+        })
+    return out
+
+
+def claimed_rows(entries: Sequence[dict[str, Any]]) -> tuple[list[str], list[tuple[str, list[float | None]]]]:
+    """:func:`claimed_vs_remaining` as (column titles, rows): clean, claimed, remaining, claimed - remaining."""
+    if not entries:
+        return [], []
+    first = entries[0]
+    cols = ["clean", f"claimed ({first['claimed_label']})", f"remaining ({first['remaining_label']})", "claimed - remaining"]
+    return cols, [(e["name"], [e["clean"], e["claimed"], e["remaining"], e["overstatement"]]) for e in entries]
 
 
 def strong_rows(table: Sequence[dict[str, Any]], metric: str = "mIoU") -> tuple[list[str], list[tuple[str, list[float | None]]]]:
@@ -299,6 +351,14 @@ def findings(results: dict[str, Any]) -> list[str]:
             text = _tally(f"{A}, black-box transfer", "DDC-AT", tr["ddcat"], "SAT", tr["sat"], steps)
             if text:
                 out.append(text)
+        for e in claimed_vs_remaining(results, arch):
+            where = f"{A}, {e['name']}"
+            out.append(
+                f"{where}: {e['claimed_label']} claims mIoU {fmt(e['claimed'])}; {e['remaining_label']} leaves {fmt(e['remaining'])} "
+                f"(clean {fmt(e['clean'])}): {fmt(e['overstatement'])} of the claimed robustness does not survive SEA."
+                if e["overstatement"] > TIE else
+                f"{where}: {e['remaining_label']} leaves mIoU {fmt(e['remaining'])}, not lower than what {e['claimed_label']} claims ({fmt(e['claimed'])})."
+            )
         for e in strong_table(results, arch):
             gap = e["bim_overstatement"]
             if gap is None:

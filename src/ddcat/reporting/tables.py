@@ -12,15 +12,6 @@ def fmt(value: float | None, digits: int = 3) -> str:
     return f"{value:.{digits}f}"
 
 
-def mean_std(values: Sequence[float]) -> tuple[float, float]:
-    """Mean and population standard deviation (0 for a single value)."""
-    n = len(values)
-    if n == 0:
-        return float("nan"), float("nan")
-    mean = sum(values) / n
-    return mean, math.sqrt(sum((v - mean) ** 2 for v in values) / n)
-
-
 def text_table(title: str, columns: Sequence[str], rows: Sequence[tuple[str, Sequence[float | None]]], digits: int = 3) -> str:
     """A plain-text table for the terminal."""
     head = ["", *columns]
@@ -38,11 +29,14 @@ def markdown_table(columns: Sequence[str], rows: Sequence[tuple[str, Sequence[fl
     return "\n".join(lines)
 
 
-def sweep_row(records: Sequence[dict], steps: Sequence[int], metric: str = "mIoU", attack: str = "bim", source: str = "self") -> list[float | None]:
-    """Values for the columns ``clean, steps...`` from evaluation records of one model."""
+def sweep_row(
+    records: Sequence[dict], steps: Sequence[int], metric: str = "mIoU", attack: str = "bim", source: str = "self", eps: float | None = None
+) -> list[float | None]:
+    """Values for the columns ``clean, steps...`` from evaluation records of one model (at ``eps``
+    when given; else the first record of each step count)."""
     def pick(attack_name: str, n: int) -> float | None:
         for r in records:
-            if r["attack"] == attack_name and r["steps"] == n and (attack_name == "clean" or r["source"] == source):
+            if r["attack"] == attack_name and r["steps"] == n and (attack_name == "clean" or (r["source"] == source and (eps is None or r["eps"] == eps))):
                 return r[metric]
         return None
 

@@ -26,7 +26,10 @@ class Method:
         self.attack = attack
         self.deep_sup_weight = cfg["train"]["deep_sup_weight"]
 
-    def loss(self, net: nn.Module, model: nn.Module, images: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, dict[str, float]]:
+    def loss(
+        self, net: nn.Module, model: nn.Module, images: torch.Tensor, labels: torch.Tensor, seed: int | None = None
+    ) -> tuple[torch.Tensor, dict[str, float]]:
+        """``seed``: the seed of this call's attack (its random start), passed per call."""
         raise NotImplementedError
 
     def supervised_terms(self, out: dict[str, torch.Tensor], labels: torch.Tensor) -> tuple[torch.Tensor, dict[str, float]]:

@@ -10,6 +10,6 @@ from ddcat.training.base import Method
 class CleanTraining(Method):
     name = "clean"
 
-    def loss(self, net, model, images, labels):
+    def loss(self, net, model, images, labels, seed=None):
         loss, stats = self.supervised_terms(net(images), labels)
         return loss, {"loss": loss.item(), **stats}

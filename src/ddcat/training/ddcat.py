@@ -5,8 +5,10 @@ One iteration, for a batch D_b of m images (first n_c stay clean, last n_a becom
 1. Alg. 2, under ``no_grad`` except for the attack, with the model in eval mode:
    - attack the images whose mask labels or training inputs need an adversarial version
      (all m for ``ddcat`` / ``ddcat-m``, the adversarial part for ``ddcat-n``) using the main
-     branch's loss; the attack's first forward, which sees the clean images, also yields the
-     combined prediction B_clean from the f_a / f_m heads on the same trunk features;
+     branch's loss; when the attack starts at the clean images (``attack.starts_at_clean``), its
+     first forward (through the ``forward`` seam, :class:`CleanPrediction`) also yields the
+     combined prediction B_clean from the f_a / f_m heads on the same trunk features; otherwise
+     B_clean costs one separate no-grad forward;
    - one no-grad forward of the adversarial images through f_n, f_a, f_m gives B_adv;
    - mask labels from :func:`ddcat.training.losses.mask_labels`.
 2. Alg. 3 steps 4-9, in train mode: one forward of T_b = clean part + adversarial part through
@@ -43,26 +45,28 @@ def combined_labels(out: dict[str, torch.Tensor]) -> torch.Tensor:
     return combine(out["main"], out["auxiliary"], routing(out["mask"])).argmax(dim=1)
 
 
-class CleanPredictionTap(nn.Module):
-    """Wraps the model for the attack so that its first forward, on the clean images, also
-    computes the combined prediction B_clean of the images ``rows`` from the same trunk
-    features (only the f_a and f_m heads are extra). The attack still sees only the main logits."""
+class CleanPrediction:
+    """The forward function DDC-AT gives its training attack (the attacks' ``forward`` seam).
 
-    def __init__(self, model: nn.Module, clean: torch.Tensor, rows: slice = slice(None)):
-        super().__init__()
+    Its FIRST call also computes the combined prediction B_clean of the images ``rows`` from the
+    same trunk features (only the f_a and f_m heads are extra); every call returns the main
+    logits only, which is all the attack sees. The first call is at the clean images exactly when
+    the attack ``starts_at_clean`` (no random start): only then is it used (see
+    :meth:`DivideAndConquerTraining.mask_targets`)."""
+
+    def __init__(self, model: nn.Module, rows: slice = slice(None)):
         self.model = model
-        self.clean = clean
         self.rows = rows
         self.b_clean: torch.Tensor | None = None
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if self.b_clean is None and x.shape == self.clean.shape and torch.equal(x.detach(), self.clean):
-            out = self.model(x, heads=DDC_TRAIN_HEADS, rows={"auxiliary": self.rows, "mask": self.rows})
-            with torch.no_grad():
-                main = out["main"].detach()[self.rows]
-                self.b_clean = combined_labels({"main": main, "auxiliary": out["auxiliary"].detach(), "mask": out["mask"].detach()})
-            return out["main"]
-        return self.model(x)
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        if self.b_clean is not None:
+            return self.model(x)
+        out = self.model(x, heads=DDC_TRAIN_HEADS, rows={"auxiliary": self.rows, "mask": self.rows})
+        with torch.no_grad():
+            main = out["main"].detach()[self.rows]
+            self.b_clean = combined_labels({"main": main, "auxiliary": out["auxiliary"].detach(), "mask": out["mask"].detach()})
+        return out["main"]
 
 
 def attack_precision(attack: object, x: torch.Tensor) -> contextlib.AbstractContextManager:
@@ -97,7 +101,7 @@ class DivideAndConquerTraining(Method):
         self.lambdas = (t["lambda_main"], t["lambda_aux"], t["lambda_mask"])
         self.mask_ignore = t["mask_ignore"]
 
-    def mask_targets(self, model: nn.Module, images: torch.Tensor, labels: torch.Tensor, n_clean: int):
+    def mask_targets(self, model: nn.Module, images: torch.Tensor, labels: torch.Tensor, n_clean: int, seed: int | None = None):
         """Alg. 2: adversarial images of the batch and the mask labels M_b of the training batch.
 
         Which images need what (m images, the first n_c stay clean in the training batch):
@@ -115,10 +119,12 @@ class DivideAndConquerTraining(Method):
         need = {"ddcat": slice(0, n_clean), "ddcat-m": slice(0, m), "ddcat-n": slice(n_clean, m)}[self.division]
         local = slice(need.start - first, need.stop - first)  # ``need`` within the attacked block
         attacked = images[first:]
-        tap = CleanPredictionTap(model, attacked, rows=local)
-        adv = self.attack(tap, attacked, labels[first:])
+        # B_clean from the attack's first forward when that is at the clean images; otherwise (a
+        # random start, or an attack of 0 steps) from one separate no-grad forward
+        tap = CleanPrediction(model, rows=local) if self.attack.starts_at_clean else None
+        adv = self.attack(model, attacked, labels[first:], forward=tap, seed=seed)
         with attack_precision(self.attack, images):
-            b_clean = tap.b_clean if tap.b_clean is not None else predict_combined(model, attacked[local])
+            b_clean = tap.b_clean if tap is not None and tap.b_clean is not None else predict_combined(model, attacked[local])
             b_adv = predict_combined(model, adv[local])
         boundary = torch.zeros_like(labels)
         boundary[need] = (b_clean != b_adv).long()
@@ -126,9 +132,9 @@ class DivideAndConquerTraining(Method):
         targets = torch.cat([m_clean[:n_clean], m_adv[n_clean:]])
         return adv[n_clean - first :], targets
 
-    def loss(self, net, model, images, labels):
+    def loss(self, net, model, images, labels, seed=None):
         n_clean, n_adv = adversarial_split(images.shape[0], self.cfg["train"]["adv_fraction"], self.name)
-        adv, targets = self.mask_targets(model, images, labels, n_clean)
+        adv, targets = self.mask_targets(model, images, labels, n_clean, seed=seed)
         out = net(torch.cat([images[:n_clean], adv]))
         p = routing(out["mask"]).detach()
         q = 1 - p

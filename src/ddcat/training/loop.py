@@ -172,14 +172,14 @@ def step_shards(cfg, method: Method, net: nn.Module, model: nn.Module, images, l
         seed = iteration_seed(cfg["seed"], iteration, shard)
         torch.manual_seed(seed)
         random.seed(seed)
-        if hasattr(method.attack, "seed"):
-            method.attack.seed = seed % (2**31)
         if snap is not None:
             bn.restore(model, snap)
         sync = net.no_sync() if ctx.enabled and a < steps - 1 else contextlib.nullcontext()
         with sync:
             with _autocast(cfg, ctx.device):
-                loss, stats = method.loss(net, model, images[a * size : (a + 1) * size], labels[a * size : (a + 1) * size])
+                loss, stats = method.loss(
+                    net, model, images[a * size : (a + 1) * size], labels[a * size : (a + 1) * size], seed=seed % (2**31)
+                )
             if not torch.isfinite(loss):
                 raise DdcatError(f"loss became {loss.item()} at iteration {iteration}; lower train.lr")
             scaler.scale(loss / steps).backward()

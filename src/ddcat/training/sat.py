@@ -15,10 +15,10 @@ from ddcat.training.base import Method, adversarial_split
 class StandardAdversarialTraining(Method):
     name = "sat"
 
-    def loss(self, net, model, images, labels):
+    def loss(self, net, model, images, labels, seed=None):
         n_clean, n_adv = adversarial_split(images.shape[0], self.cfg["train"]["adv_fraction"], self.name)
         if n_adv:
-            adv = self.attack(model, images[n_clean:], labels[n_clean:])
+            adv = self.attack(model, images[n_clean:], labels[n_clean:], seed=seed)
             images = torch.cat([images[:n_clean], adv])
         loss, stats = self.supervised_terms(net(images), labels)
         return loss, {"loss": loss.item(), **stats}

@@ -1,0 +1,91 @@
+"""SEA, the Segmentation Ensemble Attack (Croce, Singh & Hein, ECCV 2024), L-inf.
+
+APGD (:class:`~ddcat.attacks.apgd.APGD`) with each of its losses (default: masked CE, balanced
+masked CE and JS; ``spherical=True`` adds masked spherical), ``steps`` iterations each, red-eps on
+by default; the result is, per image, the member result with the lowest pixel accuracy
+(:func:`~ddcat.attacks.worst_case.worst_case_run`). The dataset-level worst case for mIoU is not
+decomposable per batch: an evaluation keeps every member's per-image confusion matrices and calls
+:func:`~ddcat.attacks.worst_case.greedy_miou_selection`.
+
+Threat model: the L-inf ball of radius ``eps`` intersected with [0, 1], white-box, untargeted.
+Cost: the sum of the members' costs (each early-stops the images it fools); the per-image choice
+costs nothing extra (every member tracks its own score).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from ddcat.attacks import losses as L
+from ddcat.attacks.apgd import APGD
+from ddcat.attacks.base import Attack
+from ddcat.attacks.checks import check_class_counts, check_count, check_eps, check_precision, check_seed
+from ddcat.attacks.iterative import _set
+from ddcat.attacks.worst_case import worst_case_run
+from ddcat.errors import DdcatError
+
+__all__ = ["SEA", "SEA_LOSSES"]
+
+#: SEA's default losses.
+SEA_LOSSES = ("masked-ce", "balanced-masked-ce", "js")
+
+
+@dataclass(frozen=True)
+class SEA(Attack):
+    """``SEA(eps, steps=300, losses=SEA_LOSSES, spherical=False, red_eps=True, class_counts=None,
+    seed=0)``; ``members`` = the APGD attacks it runs, in order. ``class_counts``: per-class pixel
+    counts of the training split for ``balanced-masked-ce`` (None: each image's own counts, see
+    :func:`ddcat.attacks.losses.balanced_weights`). A per-call ``seed`` reaches every member."""
+
+    eps: float = 4 / 255
+    steps: int = 300
+    losses: tuple[str, ...] = SEA_LOSSES
+    spherical: bool = False
+    red_eps: bool = True
+    class_counts: tuple[float, ...] | None = None
+    seed: int = 0
+    restarts: int = 1
+    precision: str = "fp32"
+    members: tuple[APGD, ...] = field(init=False, repr=False, compare=False)
+
+    targeted = False
+
+    def __post_init__(self) -> None:
+        _set(self, "eps", check_eps(self.eps))
+        _set(self, "steps", check_count("steps", self.steps, 0))
+        if isinstance(self.losses, str):
+            raise DdcatError(f"SEA losses must be a sequence of loss names, got the string {self.losses!r}")
+        losses = tuple(L.loss_name(name) for name in self.losses)
+        if not losses:
+            raise DdcatError("SEA needs at least one loss, got none")
+        _set(self, "spherical", bool(self.spherical))
+        if self.spherical and "masked-spherical" not in losses:
+            losses += ("masked-spherical",)
+        _set(self, "losses", losses)
+        _set(self, "red_eps", bool(self.red_eps))
+        _set(self, "class_counts", check_class_counts(self.class_counts))
+        _set(self, "seed", check_seed(self.seed))
+        _set(self, "restarts", check_count("restarts", self.restarts, 1))
+        _set(self, "precision", check_precision(self.precision))
+        members = tuple(
+            APGD(
+                eps=self.eps,
+                steps=self.steps,
+                loss=name,
+                red_eps=self.red_eps,
+                restarts=self.restarts,
+                class_counts=self.class_counts,
+                seed=self.seed,
+                precision=self.precision,
+            )
+            for name in losses
+        )
+        _set(self, "members", members)
+
+    @property
+    def starts_at_clean(self) -> bool:
+        return self.members[0].starts_at_clean
+
+    def run(self, model, images, labels, score=False, *, forward=None, seed=None, known=None):
+        """As :meth:`Attack.run`; ``known`` maps members to results already computed for this batch."""
+        return worst_case_run(self.members, model, images, labels, forward=forward, seed=seed, known=known)
