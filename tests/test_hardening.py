@@ -470,3 +470,22 @@ def test_list_file_paths_must_stay_below_the_root(tmp_path, capsys, voc_run):
         assert not (tmp_path / f"o{n}").exists()
         rc, err = run_cli([*argv, "--set", "data.allow_outside_root=true"], capsys)
         assert rc == 0, err
+
+
+@pytest.mark.parametrize(
+    "body, phrase",
+    [
+        ("models: [pspnet]\nmethods: [clean]\nseeds: [0]\n", "'models' in"),
+        ("models: {pspnet: {}}\nmethods: [clean]\nseeds: 3\n", "'seeds' in"),
+        ("models: {pspnet: {}}\nmethods: [clean]\nseeds: [abc]\n", "'seeds' in"),
+        ("models: {pspnet: {}}\nmethods: [clean]\nseeds: [0]\nquick: [1]\n", "'quick' in"),
+        ("models: {pspnet: {}}\nmethods: clean\nseeds: [0]\n", "'methods' in"),
+        ("models: {pspnet: {}}\nmethods: [clean]\nseeds: [0]\nquick: {seeds: [x]}\n", "'quick.seeds' in"),
+    ],
+    ids=["models-list", "seeds-int", "seeds-text", "quick-list", "methods-string", "quick-seeds-text"],
+)
+def test_experiment_file_mistakes(body, phrase, tmp_path, capsys):
+    (tmp_path / "exp.yaml").write_text(body)
+    rc, err = run_cli(["experiment", tmp_path / "exp.yaml", "--no-progress", "--out", tmp_path / "out"], capsys)
+    assert phrase in one_line_error(rc, err)
+    assert not (tmp_path / "out").exists()

@@ -13,8 +13,8 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
-from ddcat.config import DEFAULTS, apply_sets, load_yaml, merge
-from ddcat.errors import DdcatError
+from ddcat.config import DEFAULTS, apply_sets, load_yaml, merge, validate
+from ddcat.errors import DdcatError, show
 from ddcat.parsing import parse_fraction
 
 EXPERIMENT_KEYS = ("name", "base", "set", "models", "methods", "seeds", "evaluation", "quick")
@@ -60,16 +60,48 @@ def check_evaluation(evaluation: dict[str, Any], path: Path) -> dict[str, Any]:
     return out
 
 
-def load_experiment(path: str | Path, quick: bool = False, sets: list[str] | None = None) -> dict[str, Any]:
-    """Read and check an experiment file; ``quick`` applies its ``quick:`` section."""
-    path = Path(path)
-    spec = load_yaml(path)
-    unknown = set(spec) - set(EXPERIMENT_KEYS)
+QUICK_KEYS = ("set", "seeds", "evaluation")
+
+
+def check_structure(spec: dict[str, Any], path: Path) -> None:
+    """The shape of an experiment file, before anything is merged (one-line errors)."""
+    unknown = [show(k) for k in spec if k not in EXPERIMENT_KEYS]
     if unknown:
-        raise DdcatError(f"unknown key(s) {', '.join(sorted(unknown))} in {path}; valid: {', '.join(EXPERIMENT_KEYS)}")
+        raise DdcatError(f"unknown key(s) {', '.join(unknown)} in {path}; valid: {', '.join(EXPERIMENT_KEYS)}")
     for key in ("models", "methods", "seeds"):
         if not spec.get(key):
             raise DdcatError(f"experiment file {path} needs a non-empty '{key}'")
+    models = spec["models"]
+    if not isinstance(models, dict) or not all(isinstance(k, str) and isinstance(v, (dict, type(None))) for k, v in models.items()):
+        raise DdcatError(f"'models' in {path} must map a label to config overrides (e.g. pspnet: {{model: {{arch: pspnet}}}}), got {show(models)}")
+    methods = spec["methods"]
+    if not isinstance(methods, list) or not all(isinstance(m, str) for m in methods):
+        raise DdcatError(f"'methods' in {path} must be a list of method names, got {show(methods)}")
+    for where, section in (("", spec), ("quick.", spec.get("quick") or {})):
+        if "seeds" in section:
+            _check_seeds(section["seeds"], f"{where}seeds", path)
+    for key in ("set", "evaluation", "quick"):
+        if spec.get(key) is not None and not isinstance(spec[key], dict):
+            raise DdcatError(f"'{key}' in {path} must be a mapping, got {show(spec[key])}")
+    quick = spec.get("quick") or {}
+    bad = [show(k) for k in quick if k not in QUICK_KEYS]
+    if bad:
+        raise DdcatError(f"unknown key(s) {', '.join(bad)} in 'quick' of {path}; valid: {', '.join(QUICK_KEYS)}")
+    for key in ("set", "evaluation"):
+        if quick.get(key) is not None and not isinstance(quick[key], dict):
+            raise DdcatError(f"'quick.{key}' in {path} must be a mapping, got {show(quick[key])}")
+
+
+def _check_seeds(seeds: Any, key: str, path: Path) -> None:
+    if not isinstance(seeds, list) or not seeds or not all(isinstance(s, int) and not isinstance(s, bool) and 0 <= s < 2**31 for s in seeds):
+        raise DdcatError(f"'{key}' in {path} must be a non-empty list of integers >= 0, e.g. [0, 1], got {show(seeds)}")
+
+
+def load_experiment(path: str | Path, quick: bool = False, sets: list[str] | None = None) -> dict[str, Any]:
+    """Read and check an experiment file; ``quick`` applies its ``quick:`` section."""
+    path = Path(path)
+    spec = load_yaml(path, what="experiment file")
+    check_structure(spec, path)
     base = merge(DEFAULTS, {})
     if spec.get("base"):
         base_path = (path.parent / spec["base"]).resolve()
@@ -94,6 +126,7 @@ def load_experiment(path: str | Path, quick: bool = False, sets: list[str] | Non
             for seed in seeds:
                 cfg = merge(base, overrides or {}, where=f" in {path} (models.{label})")
                 cfg = merge(cfg, {"seed": int(seed), "train": {"method": method}}, where=f" in {path}")
+                validate(cfg)
                 runs.append(Run(label, method, int(seed), cfg))
     evaluation = check_evaluation(evaluation, path)
     return {"name": spec.get("name", path.stem), "file": str(path), "runs": runs, "evaluation": evaluation, "quick": quick}

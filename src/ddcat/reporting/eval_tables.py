@@ -59,6 +59,12 @@ def _budget_table(summary: dict[str, Any]) -> str:
     return table + (f"\n{note}" if note else "")
 
 
+CONVENTIONS = (
+    "mIoU: mean over classes with a non-empty union. metrics.json also holds mIoU_all (mean over all K, the paper's"
+    " code), mAcc (mean recall over classes present in the ground truth) and mAcc_all (over all K, the paper's code)."
+)
+
+
 def eval_tables(summary: dict[str, Any]) -> str:
     """All tables of one ``ddcat eval`` summary (``metrics.json`` content)."""
     records = summary["records"]
@@ -72,5 +78,6 @@ def eval_tables(summary: dict[str, Any]) -> str:
         blocks.append(_budget_table(summary))
     if not attacks:
         blocks.append(text_table("mIoU (clean)", ["clean"], [(summary["model"], [records[0]["mIoU"]])]))
+    blocks.append(CONVENTIONS)
     return "\n\n".join(blocks)
 
