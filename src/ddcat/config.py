@@ -16,6 +16,7 @@ from typing import Any
 
 import yaml
 
+from ddcat.constants import ALPHA, EPS
 from ddcat.errors import DdcatError, show
 
 # ``None`` defaults accept a value of any of the listed types (see _NULLABLE).
@@ -89,8 +90,8 @@ DEFAULTS: dict[str, Any] = {
     },
     "attack": {  # the attack used during adversarial training
         "name": "bim",  # bim | pgd | segpgd
-        "eps": 0.03,
-        "alpha": 0.01,
+        "eps": EPS,
+        "alpha": ALPHA,
         "steps": 3,
     },
     "eval": {

@@ -17,6 +17,8 @@ import numpy as np
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
+from ddcat.constants import IGNORE_INDEX
+from ddcat.data.palette import voc_colormap
 from ddcat.errors import DdcatError
 from ddcat.reporting.summary import (
     ARCH_ORDER,
@@ -335,18 +337,10 @@ def plot_claimed_vs_remaining(results: dict[str, Any], path: str | Path) -> Path
 
 
 def palette(num: int = 256) -> np.ndarray:
-    """The fixed PASCAL VOC colour map (``num`` x 3 floats in [0, 1]); index 255 (ignore) is white."""
-    cmap = np.zeros((num, 3), dtype=np.uint8)
-    for i in range(num):
-        c, r, g, b = i, 0, 0, 0
-        for j in range(8):
-            r |= ((c >> 0) & 1) << (7 - j)
-            g |= ((c >> 1) & 1) << (7 - j)
-            b |= ((c >> 2) & 1) << (7 - j)
-            c >>= 3
-        cmap[i] = (r, g, b)
-    if num > 255:
-        cmap[255] = (255, 255, 255)
+    """The fixed PASCAL VOC colour map (``num`` x 3 floats in [0, 1]); the ignore label is white."""
+    cmap = voc_colormap(num)
+    if num > IGNORE_INDEX:
+        cmap[IGNORE_INDEX] = (255, 255, 255)
     return cmap.astype(float) / 255.0
 
 
@@ -354,9 +348,9 @@ _PALETTE = palette()
 
 
 def colorize(label: np.ndarray) -> np.ndarray:
-    """Label map (H, W) of class ids -> RGB (H, W, 3); 255 and anything out of range in white."""
+    """Label map (H, W) of class ids -> RGB (H, W, 3); the ignore label and anything out of range in white."""
     label = np.asarray(label).astype(np.int64)
-    label = np.where((label < 0) | (label > 255), 255, label)
+    label = np.where((label < 0) | (label >= len(_PALETTE)), IGNORE_INDEX, label)
     return _PALETTE[label]
 
 

@@ -27,6 +27,7 @@ import contextlib
 import torch
 from torch import nn
 
+from ddcat.constants import IGNORE_INDEX
 from ddcat.training.base import Method, adversarial_split
 from ddcat.training.losses import (
     combine,
@@ -145,7 +146,7 @@ class DivideAndConquerTraining(Method):
         deep = cross_entropy(out["deep_sup"], labels) if "deep_sup" in out else None
         w_n, w_a, w_m = self.lambdas
         loss = w_n * l_n + w_a * l_a + w_m * l_m + (self.deep_sup_weight * deep if deep is not None else 0.0)
-        valid = labels != 255
+        valid = labels != IGNORE_INDEX
         clean_valid = valid[:n_clean]
         stats = {
             "loss": loss.item(),

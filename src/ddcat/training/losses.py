@@ -11,10 +11,11 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-IGNORE = 255
+from ddcat.constants import IGNORE_INDEX
 
 
-def cross_entropy(logits: torch.Tensor, labels: torch.Tensor, ignore_index: int = IGNORE) -> torch.Tensor:
+
+def cross_entropy(logits: torch.Tensor, labels: torch.Tensor, ignore_index: int = IGNORE_INDEX) -> torch.Tensor:
     """Mean CE over pixels whose label is not ``ignore_index`` (0 when there are none)."""
     per_pixel = F.cross_entropy(logits.float(), labels, ignore_index=ignore_index, reduction="none")
     valid = (labels != ignore_index).sum()
@@ -63,7 +64,7 @@ def division_masks(division: str, boundary: torch.Tensor) -> tuple[torch.Tensor,
 
 
 def routed_cross_entropy(
-    logits: torch.Tensor, labels: torch.Tensor, weight: torch.Tensor, ignore_index: int = IGNORE
+    logits: torch.Tensor, labels: torch.Tensor, weight: torch.Tensor, ignore_index: int = IGNORE_INDEX
 ) -> torch.Tensor:
     """Eqs. 3 / 4: E(CE(logits, y) * weight) with weight = q (main) or p (auxiliary).
 
@@ -75,7 +76,7 @@ def routed_cross_entropy(
 
 
 def mask_loss(
-    mask_logits: torch.Tensor, mask_target: torch.Tensor, labels: torch.Tensor, ignore_void: bool = True, ignore_index: int = IGNORE
+    mask_logits: torch.Tensor, mask_target: torch.Tensor, labels: torch.Tensor, ignore_void: bool = True, ignore_index: int = IGNORE_INDEX
 ) -> torch.Tensor:
     """Eq. 5: CE of the mask head against the mask labels M.
 
