@@ -237,11 +237,9 @@ def test_ddc_gradient_uses_main_branch_only_in_attack():
     ],
 )
 def test_batches_that_cannot_be_split(sets, needle):
-    from ddcat.training.base import adversarial_split
-
     cfg = load_config(None, [f"{k}={v}" for k, v in sets.items()])
     with pytest.raises(DdcatError, match=needle):
-        adversarial_split(cfg["train"]["batch_size"], cfg["train"]["adv_fraction"], cfg["train"]["method"])
+        build_method(cfg).split(cfg["train"]["batch_size"])
 
 
 @pytest.mark.parametrize("sets, needle", [(["train.method=fancy"], "train.method"), (["train.adv_fraction=1.5"], "adv_fraction")])

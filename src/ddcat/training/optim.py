@@ -7,7 +7,6 @@ from typing import Any
 import torch
 
 from ddcat.models import Segmenter
-from ddcat.training.losses import poly_lr
 
 
 def build_optimizer(model: Segmenter, train_cfg: dict[str, Any]) -> torch.optim.Optimizer:
@@ -22,6 +21,11 @@ def build_optimizer(model: Segmenter, train_cfg: dict[str, Any]) -> torch.optim.
     if train_cfg["optimizer"] == "adamw":
         return torch.optim.AdamW(groups, lr=train_cfg["lr"], weight_decay=train_cfg["weight_decay"])
     return torch.optim.SGD(groups, lr=train_cfg["lr"], momentum=train_cfg["momentum"], weight_decay=train_cfg["weight_decay"])
+
+
+def poly_lr(base_lr: float, iteration: int, max_iter: int, power: float = 0.9) -> float:
+    """lr_t = base * (1 - t / T) ** power."""
+    return base_lr * (1.0 - iteration / max_iter) ** power
 
 
 def set_poly_lr(optimizer: torch.optim.Optimizer, train_cfg: dict[str, Any], iteration: int) -> float:
