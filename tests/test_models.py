@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from ddcat.errors import DdcatError
-from ddcat.models import DDC_HEADS, build_model
+from ddcat.models import DDC_EXTRA_HEADS, build_model
 from ddcat.models.resnet import ResNet
 
 K = 3
@@ -322,7 +322,7 @@ def test_ddc_model_main_branch_equals_plain_model(arch):
 def test_ddc_parameter_count_minus_extra_heads_equals_plain(arch, backbone):
     plain = tiny(arch, backbone, ddc=False)
     ddc = tiny(arch, backbone, ddc=True)
-    extra = sum(n_params(ddc.heads[h]) for h in DDC_HEADS)
+    extra = sum(n_params(ddc.heads[h]) for h in DDC_EXTRA_HEADS)
     assert extra > 0
     assert n_params(ddc) - extra == n_params(plain)
     assert set(ddc.state_dict()) - set(plain.state_dict()) == {

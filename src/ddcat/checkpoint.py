@@ -31,7 +31,7 @@ import torch
 
 from ddcat.config import check_value
 from ddcat.errors import DdcatError, show
-from ddcat.models import DDC_HEADS, Segmenter, build_model
+from ddcat.models import DDC_EXTRA_HEADS, Segmenter, build_model
 from ddcat.models import user as user_models
 from ddcat.models.segmenter import MODEL_OPTIONS
 
@@ -264,7 +264,7 @@ def check_resumable(ckpt: dict[str, Any], path: str | Path) -> None:
 
 def main_branch_state(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     """Drop DDC-AT's auxiliary and mask heads: what remains loads into the plain model."""
-    drop = tuple(f"heads.{h}." for h in DDC_HEADS)
+    drop = tuple(f"heads.{h}." for h in DDC_EXTRA_HEADS)
     return {k: v for k, v in state.items() if not k.startswith(drop)}
 
 

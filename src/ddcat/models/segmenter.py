@@ -26,7 +26,8 @@ from ddcat.models.resnet import ResNet
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 
-DDC_HEADS = ("auxiliary", "mask")
+#: The heads DDC-AT adds to a plain segmenter (``ddc=True``): f_a and the mask head f_m.
+DDC_EXTRA_HEADS = ("auxiliary", "mask")
 
 # Options of build_model (and of a checkpoint's model spec); a spec that lacks one was saved before
 # it existed and gets the default here, which is the model it was trained as.
