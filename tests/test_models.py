@@ -342,3 +342,13 @@ def test_build_model_rejects_bad_arguments():
         build_model("pspnet", "resnet18", K, width=W, colour=True)
     with pytest.raises(DdcatError, match="output_stride"):
         build_model("pspnet", "resnet18", K, width=W, output_stride=4)
+
+
+def test_model_vocabulary_is_the_configs():
+    """The config lists the architectures and trunks (one source of truth); the models implement exactly those."""
+    from ddcat.config import CHOICES
+    from ddcat.models.resnet import SPECS
+
+    assert tuple(SPECS) == CHOICES["model.backbone"]
+    for arch in CHOICES["model.arch"]:
+        assert build_model(arch, "resnet18", K, width=W).arch == arch

@@ -200,8 +200,6 @@ def check_spec(spec: Any, path: str | Path) -> dict[str, Any]:
     if unknown:
         raise DdcatError(f"checkpoint {path}: unknown model option(s) {', '.join(unknown)} in 'model_spec.options'")
     out["options"] = {k: check_value(f"model.{k}", v, where) for k, v in options.items()}
-    if out["options"].get("output_stride", 8) not in (8, 16, 32):
-        raise DdcatError(f"checkpoint {path}: model_spec output_stride must be 8, 16 or 32, got {out['options']['output_stride']}")
     return out
 
 

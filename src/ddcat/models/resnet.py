@@ -27,6 +27,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from ddcat.config import CHOICES
 from ddcat.errors import DdcatError
 
 
@@ -101,10 +102,10 @@ class ResNet(nn.Module):
         super().__init__()
         if depth not in SPECS:
             raise DdcatError(f"unknown backbone '{depth}'; valid: {', '.join(SPECS)}")
-        if output_stride not in (8, 16, 32):
-            raise DdcatError(f"output_stride must be 8, 16 or 32, got {output_stride}")
-        if dilation not in ("torchvision", "paper"):
-            raise DdcatError(f"model.dilation must be torchvision or paper, got {dilation!r}")
+        # the config's rules, checked here too for Python callers of the trunk (one vocabulary: CHOICES)
+        for key, value in (("model.output_stride", output_stride), ("model.dilation", dilation)):
+            if value not in CHOICES[key]:
+                raise DdcatError(f"{key} must be one of {', '.join(map(str, CHOICES[key]))}, got {value!r}")
         if stem_width < 0:
             raise DdcatError(f"model.stem_width must be >= 0, got {stem_width}")
         block, layers = SPECS[depth]
