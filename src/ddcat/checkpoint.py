@@ -34,6 +34,7 @@ from ddcat.errors import DdcatError, show
 from ddcat.models import DDC_EXTRA_HEADS, Segmenter, build_model
 from ddcat.models import user as user_models
 from ddcat.models.segmenter import MODEL_OPTIONS
+from ddcat.models.state import first_mismatch
 
 FORMAT = "ddcat"
 VERSION = 1
@@ -208,14 +209,12 @@ def check_state_shapes(state: dict[str, torch.Tensor], spec: dict[str, Any], pat
     a missing or unexpected key, or a shape mismatch, is an error naming the first one."""
     with torch.device("meta"):
         skeleton = build_from_spec(spec).state_dict()
-    for key, want in skeleton.items():
-        if key not in state:
+    mismatch = first_mismatch(state, skeleton)
+    if mismatch is not None:
+        key, have, want = mismatch
+        if have is None:
             raise DdcatError(f"checkpoint {path} does not match its model spec: missing weight {key!r}")
-        if tuple(state[key].shape) != tuple(want.shape):
-            raise DdcatError(
-                f"checkpoint {path} does not match its model spec: {key!r} has shape {tuple(state[key].shape)}, "
-                f"the model needs {tuple(want.shape)}"
-            )
+        raise DdcatError(f"checkpoint {path} does not match its model spec: {key!r} has shape {have}, the model needs {want}")
     extra = [k for k in state if k not in skeleton]
     if extra:
         raise DdcatError(f"checkpoint {path} does not match its model spec: unexpected weight {show(extra[0])}")

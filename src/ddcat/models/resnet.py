@@ -29,6 +29,7 @@ from torch import nn
 
 from ddcat.config import CHOICES
 from ddcat.errors import DdcatError
+from ddcat.models.state import first_mismatch
 
 
 def conv3x3(cin: int, cout: int, stride: int = 1, dilation: int = 1) -> nn.Conv2d:
@@ -187,11 +188,10 @@ def load_pretrained(resnet: ResNet, path: str | Path) -> None:
     if not isinstance(state, dict):
         raise DdcatError(f"pretrained weights {path} do not hold a state dict")
     own = resnet.state_dict()
-    for key, value in own.items():
-        if key not in state:
+    mismatch = first_mismatch(state, own)
+    if mismatch is not None:
+        key, have, want = mismatch
+        if have is None:
             raise DdcatError(f"pretrained weights {path} lack key '{key}' (deep_stem/width/backbone mismatch?)")
-        if tuple(state[key].shape) != tuple(value.shape):
-            raise DdcatError(
-                f"pretrained weights {path}: key '{key}' has shape {tuple(state[key].shape)}, model expects {tuple(value.shape)}"
-            )
+        raise DdcatError(f"pretrained weights {path}: key '{key}' has shape {have}, model expects {want}")
     resnet.load_state_dict({k: state[k] for k in own}, strict=True)

@@ -151,6 +151,15 @@ ROUTING_PANELS = (
 ROUTING_ORDER = (trainlog.ROUTED_AUX_CLEAN, trainlog.MASK_POS_CLEAN, trainlog.ROUTED_AUX_ADV, trainlog.MASK_POS_ADV)
 
 
+def _share_axes(ax: Any, ylabel: str) -> None:
+    """Axes of shares against iteration: labels, a floor at 0, a grid and the legend."""
+    ax.set_xlabel("iteration")
+    ax.set_ylabel(ylabel)
+    ax.set_ylim(bottom=0)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+
+
 def plot_routing(log_paths_by_label: dict[str, Sequence[str | Path]], path: str | Path, window: int | None = None) -> Path:
     """DDC-AT routing against iteration: left, the share of valid clean pixels the mask head routes
     to the auxiliary branch (``routed_aux_clean``); right, the share of clean mask labels = 1
@@ -182,11 +191,7 @@ def plot_routing(log_paths_by_label: dict[str, Sequence[str | Path]], path: str 
         raise DdcatError(f"no DDC-AT routing shares (routed_aux_clean) in the training logs {names}")
     for ax, (_, title) in zip(axes, ROUTING_PANELS):
         ax.set_title(title, fontsize=10)
-        ax.set_xlabel("iteration")
-        ax.set_ylabel("share (moving average)")
-        ax.set_ylim(bottom=0)
-        ax.grid(alpha=0.3)
-        ax.legend(fontsize=8)
+        _share_axes(ax, "share (moving average)")
     fig.tight_layout()
     return _save(fig, path)
 
@@ -242,11 +247,7 @@ def plot_training(run_dir: str | Path, out_dir: str | Path | None = None, window
             color, ls, label = styles[key]
             ax.plot(x, moving_average(y, window or _auto_window(x.size)), color=color, ls=ls, lw=1.5, label=label)
         ax.set_title(f"DDC-AT routing: {run_dir.name}")
-        ax.set_xlabel("iteration")
-        ax.set_ylabel("share of valid pixels (moving average)")
-        ax.set_ylim(bottom=0)
-        ax.grid(alpha=0.3)
-        ax.legend(fontsize=8)
+        _share_axes(ax, "share of valid pixels (moving average)")
         fig.tight_layout()
         written.append(_save(fig, out / "routing.png"))
     return written
