@@ -76,6 +76,12 @@ def build_method(cfg: dict[str, Any]) -> Method:
     )
 
 
+def optimizer_for(model: nn.Module, train_cfg: dict[str, Any]) -> torch.optim.Optimizer:
+    """The optimiser the ``train`` section names, with its learning rates and decay."""
+    t = train_cfg
+    return build_optimizer(model, t["optimizer"], t["lr"], t["head_lr_mult"], t["momentum"], t["weight_decay"])
+
+
 def _rng_state(ctx: DistContext) -> Any:
     np_state = np.random.get_state()
     state = {
@@ -228,7 +234,7 @@ def train(cfg: dict[str, Any], out: str | Path, resume: str | Path | bool = Fals
         model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
     if t["channels_last"]:
         model = model.to(memory_format=torch.channels_last)
-    optimizer = build_optimizer(model, t)
+    optimizer = optimizer_for(model, t)
     scaler = torch.amp.GradScaler(ctx.device.type, enabled=t["amp"] == "fp16")
     start = 0
     if ckpt is not None:
@@ -278,7 +284,7 @@ def train(cfg: dict[str, Any], out: str | Path, resume: str | Path | bool = Fals
             labels = labels.to(ctx.device, non_blocking=True)
             if t["channels_last"]:
                 images = images.contiguous(memory_format=torch.channels_last)
-            lr = set_poly_lr(optimizer, t, iteration)
+            lr = set_poly_lr(optimizer, t["lr"], iteration, t["iters"], t["poly_power"])
             optimizer.zero_grad(set_to_none=True)
             stats = step_shards(cfg, method, net, model, images, labels, iteration, ctx, scaler)
             scaler.step(optimizer)
