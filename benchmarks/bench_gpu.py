@@ -34,8 +34,7 @@ from torch import nn
 from ddcat.attacks import BIM, build_attack
 from ddcat.config import load_config
 from ddcat.models import build_model
-from ddcat.training import build_method
-from ddcat.training.optim import build_optimizer
+from ddcat.training import build_method, optimizer_for
 
 K = 21
 VOC_ITERS, VOC_BATCH = 33069, 16  # 50 epochs of train_aug (10,582 images) at batch 16
@@ -61,7 +60,7 @@ def time_training(arch: str, method_name: str, amp: str, ddp: bool, args, device
         model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
     net = nn.parallel.DistributedDataParallel(model, device_ids=[device.index]) if ddp else model
     method = build_method(cfg)
-    optimizer = build_optimizer(model, cfg["train"])
+    optimizer = optimizer_for(model, cfg["train"])
     images = torch.rand(args.batch, 3, args.size, args.size, device=device)
     labels = torch.randint(0, K, (args.batch, args.size, args.size), device=device)
     times = []

@@ -28,8 +28,7 @@ from ddcat.attacks import BIM
 from ddcat.config import load_config
 from ddcat.evaluation.run import on_inference_path
 from ddcat.models import build_model
-from ddcat.training import build_method
-from ddcat.training.optim import build_optimizer
+from ddcat.training import build_method, optimizer_for
 
 ROOT = Path(__file__).resolve().parents[1]
 VAL_SIZE = {"voc": (375, 500), "cityscapes": (1024, 2048)}  # (H, W) of a typical val image
@@ -82,7 +81,7 @@ def bench_config(name: str, args, device: torch.device) -> dict:
         cfg = load_config(ROOT / "configs" / f"{name}.yaml", sets + [f"train.method={method_name}"])
         torch.manual_seed(0)
         model = model_for(cfg, ddc=method_name == "ddcat").to(device).train()
-        method, opt = build_method(cfg), build_optimizer(model, cfg["train"])
+        method, opt = build_method(cfg), optimizer_for(model, cfg["train"])
 
         def step():
             loss, _ = method.loss(model, model, images, labels)

@@ -20,8 +20,7 @@ import torch
 
 from ddcat.config import load_config
 from ddcat.models import build_model
-from ddcat.training import build_method
-from ddcat.training.optim import build_optimizer
+from ddcat.training import build_method, optimizer_for
 
 METHODS = ("clean", "sat", "ddcat")
 
@@ -41,7 +40,7 @@ def bench_arch(arch: str, args) -> dict:
     for name in METHODS:
         cfg = load_config(None, [f"train.method={name}", f"train.batch_size={args.batch}", f"attack.steps={args.steps}", "data.num_classes=21"])
         model = build_model(arch, args.backbone, 21, ddc=name == "ddcat", width=args.width).train()
-        setups[name] = (build_method(cfg), model, build_optimizer(model, cfg["train"]))
+        setups[name] = (build_method(cfg), model, optimizer_for(model, cfg["train"]))
     images = torch.rand(args.batch, 3, args.size, args.size)
     labels = torch.randint(0, 21, (args.batch, args.size, args.size))
     for _ in range(args.warmup):

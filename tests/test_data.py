@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from ddcat.config import DEFAULTS
+from ddcat.config import DEFAULTS, load_config
 from ddcat.data import (
     NUM_CLASSES,
     EvalTransform,
@@ -286,12 +286,8 @@ def test_build_synthetic_train_and_val():
     ("data", "split", "needle"),
     [
         ({}, "test", "test"),
-        ({"scale_min": 0.0}, "train", "data.scale_min"),
-        ({"scale_min": 2.0, "scale_max": 1.0}, "train", "data.scale_max"),
-        ({"rotate": -1.0}, "train", "data.rotate"),
         ({"image_size": 16}, "val", "data.image_size"),
         ({"num_classes": 40}, "val", "data.num_classes"),
-        ({"num_val": 0}, "val", "data.num_val"),
         ({"name": "voc", "root": None, "num_classes": 21}, "val", "data.root"),
         ({"name": "voc", "root": "/tmp", "num_classes": 6}, "val", "21"),
         ({"name": "cityscapes", "root": "/tmp", "num_classes": 21}, "val", "19"),
@@ -302,6 +298,23 @@ def test_build_synthetic_train_and_val():
 def test_build_errors(data, split, needle):
     with pytest.raises(DdcatError) as info:
         build_dataset(_cfg(**data), split)
+    assert needle in str(info.value)
+    assert "\n" not in str(info.value)
+
+
+@pytest.mark.parametrize(
+    ("data", "needle"),
+    [
+        ({"scale_min": 0.0}, "data.scale_min"),
+        ({"scale_min": 2.0, "scale_max": 1.0}, "data.scale_max"),
+        ({"rotate": -1.0}, "data.rotate"),
+        ({"num_val": 0}, "data.num_val"),
+    ],
+)
+def test_data_ranges_are_config_rules(data, needle):
+    """The ranges build_dataset relies on are checked once, by the config (ddcat.config)."""
+    with pytest.raises(DdcatError) as info:
+        load_config(None, [f"data.{k}={v}" for k, v in data.items()])
     assert needle in str(info.value)
     assert "\n" not in str(info.value)
 

@@ -448,7 +448,15 @@ def test_ddcat_mask_labels_under_bf16_are_zero_at_eps_0(attack):
     torch.manual_seed(0)
     cfg = load_config(None, ["train.method=ddcat", f"data.num_classes={NUM_CLASSES}"])
     model = build_model("pspnet", "resnet18", NUM_CLASSES, ddc=True, width=8).train()
-    method = DivideAndConquerTraining(cfg, build_attack(attack, eps=0.0, alpha=0.01, steps=1))
+    t = cfg["train"]
+    method = DivideAndConquerTraining(
+        build_attack(attack, eps=0.0, alpha=0.01, steps=1),
+        division="ddcat",
+        adv_fraction=t["adv_fraction"],
+        deep_sup_weight=t["deep_sup_weight"],
+        lambdas=(t["lambda_main"], t["lambda_aux"], t["lambda_mask"]),
+        mask_ignore=t["mask_ignore"],
+    )
     g = torch.Generator().manual_seed(0)
     images, labels = torch.rand(4, 3, 48, 48, generator=g), torch.randint(0, NUM_CLASSES, (4, 48, 48), generator=g)
     with torch.autocast("cpu", dtype=torch.bfloat16):

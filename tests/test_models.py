@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from ddcat.errors import DdcatError
-from ddcat.models import DDC_HEADS, build_model
+from ddcat.models import DDC_EXTRA_HEADS, build_model
 from ddcat.models.resnet import ResNet
 
 K = 3
@@ -322,7 +322,7 @@ def test_ddc_model_main_branch_equals_plain_model(arch):
 def test_ddc_parameter_count_minus_extra_heads_equals_plain(arch, backbone):
     plain = tiny(arch, backbone, ddc=False)
     ddc = tiny(arch, backbone, ddc=True)
-    extra = sum(n_params(ddc.heads[h]) for h in DDC_HEADS)
+    extra = sum(n_params(ddc.heads[h]) for h in DDC_EXTRA_HEADS)
     assert extra > 0
     assert n_params(ddc) - extra == n_params(plain)
     assert set(ddc.state_dict()) - set(plain.state_dict()) == {
@@ -342,3 +342,13 @@ def test_build_model_rejects_bad_arguments():
         build_model("pspnet", "resnet18", K, width=W, colour=True)
     with pytest.raises(DdcatError, match="output_stride"):
         build_model("pspnet", "resnet18", K, width=W, output_stride=4)
+
+
+def test_model_vocabulary_is_the_configs():
+    """The config lists the architectures and trunks (one source of truth); the models implement exactly those."""
+    from ddcat.config import CHOICES
+    from ddcat.models.resnet import SPECS
+
+    assert tuple(SPECS) == CHOICES["model.backbone"]
+    for arch in CHOICES["model.arch"]:
+        assert build_model(arch, "resnet18", K, width=W).arch == arch

@@ -392,3 +392,16 @@ def test_print_tables(results):
     assert "Table 1 (white-box BIM, mIoU): PSPNet" in text and "Table 2 (black-box transfer, mIoU): DeepLabv3" in text
     assert "Mean DDC-AT" in text and "Std SAT" in text and "Stronger attacks" in text
     assert print_tables({"evaluations": []}) == "no evaluations to tabulate"
+
+
+def test_reporting_knows_exactly_the_configs_methods():
+    """Display order, labels and colours cover the training methods the config lists (one source:
+    config.CHOICES), no more, no fewer."""
+    from ddcat.config import CHOICES
+    from ddcat.reporting.plots import METHOD_COLORS
+    from ddcat.reporting.report import ABLATION
+    from ddcat.reporting.summary import METHOD_NAMES, METHOD_ORDER
+
+    methods = set(CHOICES["train.method"])
+    assert set(METHOD_ORDER) == set(METHOD_NAMES) == set(METHOD_COLORS) == methods
+    assert len(METHOD_ORDER) == len(methods) and set(ABLATION) <= methods

@@ -12,11 +12,11 @@ from ddcat.training.losses import (
     cross_entropy,
     mask_labels,
     mask_loss,
-    poly_lr,
     routed_cross_entropy,
     routing,
-    split_sizes,
 )
+from ddcat.training.base import split_sizes
+from ddcat.training.optim import poly_lr
 
 B_CLEAN = torch.tensor([[[0, 1], [2, 2]]])
 B_ADV = torch.tensor([[[0, 2], [2, 1]]])

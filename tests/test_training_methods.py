@@ -237,11 +237,9 @@ def test_ddc_gradient_uses_main_branch_only_in_attack():
     ],
 )
 def test_batches_that_cannot_be_split(sets, needle):
-    from ddcat.training.base import adversarial_split
-
     cfg = load_config(None, [f"{k}={v}" for k, v in sets.items()])
     with pytest.raises(DdcatError, match=needle):
-        adversarial_split(cfg["train"]["batch_size"], cfg["train"]["adv_fraction"], cfg["train"]["method"])
+        build_method(cfg).split(cfg["train"]["batch_size"])
 
 
 @pytest.mark.parametrize("sets, needle", [(["train.method=fancy"], "train.method"), (["train.adv_fraction=1.5"], "adv_fraction")])
@@ -274,14 +272,16 @@ def test_mask_targets_equal_alg2_computed_naively(division):
 
 @pytest.mark.parametrize("name, cls", [("sgd", torch.optim.SGD), ("adamw", torch.optim.AdamW)])
 def test_optimizer_choice_and_head_learning_rate(name, cls):
-    from ddcat.training.optim import build_optimizer, set_poly_lr
+    from ddcat.training import optimizer_for
+    from ddcat.training.optim import set_poly_lr
 
     cfg = tiny_cfg("clean", **{"train.optimizer": name, "train.lr": 0.002, "train.head_lr_mult": 10})
     model = tiny_model(ddc=True)
-    opt = build_optimizer(model, cfg["train"])
+    opt = optimizer_for(model, cfg["train"])
     assert type(opt) is cls
     trunk, new = opt.param_groups
     assert {id(p) for p in new["params"]} == {id(p) for p in model.new_parameters()}
     assert len(trunk["params"]) + len(new["params"]) == len(list(model.parameters()))
-    set_poly_lr(opt, cfg["train"], 0)
+    t = cfg["train"]
+    set_poly_lr(opt, t["lr"], 0, t["iters"], t["poly_power"])
     assert trunk["lr"] == pytest.approx(0.002) and new["lr"] == pytest.approx(0.02)

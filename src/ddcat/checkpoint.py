@@ -31,9 +31,10 @@ import torch
 
 from ddcat.config import check_value
 from ddcat.errors import DdcatError, show
-from ddcat.models import DDC_HEADS, Segmenter, build_model
+from ddcat.models import DDC_EXTRA_HEADS, Segmenter, build_model
 from ddcat.models import user as user_models
 from ddcat.models.segmenter import MODEL_OPTIONS
+from ddcat.models.state import first_mismatch
 
 FORMAT = "ddcat"
 VERSION = 1
@@ -200,8 +201,6 @@ def check_spec(spec: Any, path: str | Path) -> dict[str, Any]:
     if unknown:
         raise DdcatError(f"checkpoint {path}: unknown model option(s) {', '.join(unknown)} in 'model_spec.options'")
     out["options"] = {k: check_value(f"model.{k}", v, where) for k, v in options.items()}
-    if out["options"].get("output_stride", 8) not in (8, 16, 32):
-        raise DdcatError(f"checkpoint {path}: model_spec output_stride must be 8, 16 or 32, got {out['options']['output_stride']}")
     return out
 
 
@@ -210,14 +209,12 @@ def check_state_shapes(state: dict[str, torch.Tensor], spec: dict[str, Any], pat
     a missing or unexpected key, or a shape mismatch, is an error naming the first one."""
     with torch.device("meta"):
         skeleton = build_from_spec(spec).state_dict()
-    for key, want in skeleton.items():
-        if key not in state:
+    mismatch = first_mismatch(state, skeleton)
+    if mismatch is not None:
+        key, have, want = mismatch
+        if have is None:
             raise DdcatError(f"checkpoint {path} does not match its model spec: missing weight {key!r}")
-        if tuple(state[key].shape) != tuple(want.shape):
-            raise DdcatError(
-                f"checkpoint {path} does not match its model spec: {key!r} has shape {tuple(state[key].shape)}, "
-                f"the model needs {tuple(want.shape)}"
-            )
+        raise DdcatError(f"checkpoint {path} does not match its model spec: {key!r} has shape {have}, the model needs {want}")
     extra = [k for k in state if k not in skeleton]
     if extra:
         raise DdcatError(f"checkpoint {path} does not match its model spec: unexpected weight {show(extra[0])}")
@@ -264,7 +261,7 @@ def check_resumable(ckpt: dict[str, Any], path: str | Path) -> None:
 
 def main_branch_state(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     """Drop DDC-AT's auxiliary and mask heads: what remains loads into the plain model."""
-    drop = tuple(f"heads.{h}." for h in DDC_HEADS)
+    drop = tuple(f"heads.{h}." for h in DDC_EXTRA_HEADS)
     return {k: v for k, v in state.items() if not k.startswith(drop)}
 
 

@@ -19,6 +19,7 @@ import os
 import sys
 from pathlib import Path
 
+from ddcat.constants import ALPHA, EPS
 from ddcat.errors import DdcatError, Interrupted, show
 from ddcat.outdir import RUN_CHECKPOINTS, OutputFolder, check_writable_file, check_writable_folder
 
@@ -205,8 +206,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--steps", default="1-7", help="step counts of the sweep attacks, e.g. 1-7 or 3,7 (default 1-7)")
     p.add_argument("--iters", type=int, default=None, help="iterations of apgd and of each sea member (default 300)")
     p.add_argument("--eps", action="append", default=None, metavar="EPS",
-                   help="L-inf radius, e.g. 0.03 or 4/255; repeat for several (default 0.03)")
-    p.add_argument("--alpha", default=None, help="step size of the sweep attacks, e.g. 0.01 or 2/255 (default 0.01)")
+                   help=f"L-inf radius, e.g. 0.03 or 4/255; repeat for several (default {EPS})")
+    p.add_argument("--alpha", default=None, help=f"step size of the sweep attacks, e.g. 0.01 or 2/255 (default {ALPHA})")
     p.add_argument("--restarts", type=int, default=1, help="random restarts of pgd, segpgd, cospgd, masked-ce, js, apgd, sea")
     p.add_argument("--seed", type=int, default=None, help="seed of the randomized attacks (default: the checkpoint's seed)")
     p.add_argument("--class-counts", default=None, metavar="COUNTS",

@@ -16,6 +16,7 @@ from typing import Any
 
 import yaml
 
+from ddcat.constants import ALPHA, EPS
 from ddcat.errors import DdcatError, show
 
 # ``None`` defaults accept a value of any of the listed types (see _NULLABLE).
@@ -89,8 +90,8 @@ DEFAULTS: dict[str, Any] = {
     },
     "attack": {  # the attack used during adversarial training
         "name": "bim",  # bim | pgd | segpgd
-        "eps": 0.03,
-        "alpha": 0.01,
+        "eps": EPS,
+        "alpha": ALPHA,
         "steps": 3,
     },
     "eval": {
@@ -137,6 +138,8 @@ CHOICES: dict[str, tuple[str, ...]] = {
     "eval.score_at": ("input", "base"),
     "eval.pad": ("zero", "mean"),
     "eval.average": ("logits", "softmax"),
+    "model.output_stride": (8, 16, 32),
+    "model.deep_sup_kernel": (1, 3),
 }
 
 # ----------------------------------------------------------------------------- protocol presets
@@ -293,7 +296,7 @@ def check_value(key: str, value: Any, where: str = "") -> Any:
         if not isinstance(value, str):
             raise DdcatError(f"config key '{key}'{where} must be a string, got {show(value)}")
     if key in CHOICES and value not in CHOICES[key]:
-        raise DdcatError(f"config key '{key}'{where} must be one of {', '.join(CHOICES[key])}, got {show(value)}")
+        raise DdcatError(f"config key '{key}'{where} must be one of {', '.join(map(str, CHOICES[key]))}, got {show(value)}")
     if key in RANGES and not RANGES[key].contains(value):
         raise DdcatError(f"config key '{key}'{where} must {RANGES[key].describe()}, got {value}")
     return value
@@ -489,10 +492,6 @@ def validate(cfg: dict[str, Any]) -> None:
         for key in _USER_MODEL_KEYS:
             if cfg["model"].get(key) is not None:
                 raise DdcatError(f"config key 'model.{key}' applies to model.factory models only; set model.factory too")
-    if cfg["model"]["deep_sup_kernel"] not in (1, 3):
-        raise DdcatError(f"config key 'model.deep_sup_kernel' must be 1 or 3, got {cfg['model']['deep_sup_kernel']}")
-    if cfg["model"]["output_stride"] not in (8, 16, 32):
-        raise DdcatError(f"config key 'model.output_stride' must be 8, 16 or 32, got {cfg['model']['output_stride']}")
     if d["scale_min"] > d["scale_max"]:
         raise DdcatError(f"config key 'data.scale_min' ({d['scale_min']}) must not exceed 'data.scale_max' ({d['scale_max']})")
     if t["method"] != "clean" and t["adv_fraction"] > 0:

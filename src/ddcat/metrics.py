@@ -17,9 +17,11 @@ from __future__ import annotations
 
 import torch
 
+from ddcat.constants import IGNORE_INDEX
+
 
 class ConfusionMatrix:
-    def __init__(self, num_classes: int, ignore_index: int = 255):
+    def __init__(self, num_classes: int, ignore_index: int = IGNORE_INDEX):
         self.num_classes = num_classes
         self.ignore_index = ignore_index
         self.matrix = torch.zeros(num_classes, num_classes, dtype=torch.int64)

@@ -9,10 +9,10 @@ import numbers
 
 import torch
 
+from ddcat.constants import IGNORE_INDEX
 from ddcat.errors import DdcatError
 
 #: Label value of ignored pixels (no loss, no gradient, not scored).
-IGNORE_INDEX = 255
 PRECISIONS = ("fp32", "autocast")
 
 

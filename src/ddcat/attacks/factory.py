@@ -10,6 +10,7 @@ from ddcat.attacks.base import Attack
 from ddcat.attacks.iterative import BIM, FGSM, PGD, CosPGD, SegPGD
 from ddcat.attacks.sea import SEA
 from ddcat.attacks.worst_case import default_worst_case
+from ddcat.constants import ALPHA, EPS
 from ddcat.errors import DdcatError
 
 __all__ = ["ATTACK_NAMES", "build_attack"]
@@ -48,7 +49,7 @@ _ATTACKS: dict[str, tuple[Callable[..., Attack], Callable[..., Any]]] = {
 ATTACK_NAMES = tuple(_ATTACKS)
 
 
-def build_attack(name: str, eps: float = 0.03, alpha: float = 0.01, steps: int = 3, **kw: Any) -> Attack:
+def build_attack(name: str, eps: float = EPS, alpha: float = ALPHA, steps: int = 3, **kw: Any) -> Attack:
     """Build an attack by name: ``fgsm`` (ignores ``alpha`` and ``steps``), ``bim``, ``pgd``,
     ``segpgd``, ``cospgd``, ``masked-ce`` (PGD on masked CE), ``js`` (PGD on the JS divergence),
     ``worst`` (:func:`~ddcat.attacks.worst_case.default_worst_case`), ``apgd`` and ``sea`` (ignore

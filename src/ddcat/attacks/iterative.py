@@ -30,6 +30,7 @@ from ddcat.attacks.checks import (
 from ddcat.attacks.forward import Forward, ForwardFn, eval_mode
 from ddcat.attacks.projection import ball_bounds, project_with_bounds
 from ddcat.attacks.scoring import Score, keep_better
+from ddcat.constants import ALPHA, EPS
 from ddcat.errors import DdcatError
 
 __all__ = ["FGSM", "BIM", "PGD", "SegPGD", "CosPGD", "uniform_start"]
@@ -62,8 +63,8 @@ class BIM(Attack):
     Threat model: L-inf, white-box. ``targeted=True``: ``labels`` are target labels and each step
     descends the CE. Cost: exactly ``steps`` forwards and input-gradient backwards, nothing else."""
 
-    eps: float = 0.03
-    alpha: float = 0.01
+    eps: float = EPS
+    alpha: float = ALPHA
     steps: int = 3
     targeted: bool = False
     precision: str = "fp32"
@@ -125,13 +126,13 @@ class FGSM(BIM):
     Identical to ``BIM(eps, alpha=eps, steps=1)``; one forward and one input-gradient backward.
     ``alpha`` and ``steps`` are fixed (not constructor arguments)."""
 
-    eps: float = 0.03
-    alpha: float = 0.03  # = eps, set in __post_init__
+    eps: float = EPS
+    alpha: float = EPS  # = eps, set in __init__
     steps: int = 1
     targeted: bool = False
     precision: str = "fp32"
 
-    def __init__(self, eps: float = 0.03, targeted: bool = False, precision: str = "fp32") -> None:
+    def __init__(self, eps: float = EPS, targeted: bool = False, precision: str = "fp32") -> None:
         _set(self, "eps", check_eps(eps))
         _set(self, "alpha", self.eps)  # may be 0 here (FGSM at eps 0 is the identity)
         _set(self, "steps", 1)
@@ -162,8 +163,8 @@ class PGD(Attack):
     input-gradient backwards. Deterministic for a given ``seed``.
     """
 
-    eps: float = 0.03
-    alpha: float = 0.01
+    eps: float = EPS
+    alpha: float = ALPHA
     steps: int = 10
     random_start: bool = True
     restarts: int = 1
@@ -218,8 +219,8 @@ def _pgd_on(loss: str, name: str, doc: str):
     """A constructor of :class:`PGD` with ``loss`` fixed (untargeted), named ``name``."""
 
     def make(
-        eps: float = 0.03,
-        alpha: float = 0.01,
+        eps: float = EPS,
+        alpha: float = ALPHA,
         steps: int = 10,
         random_start: bool = True,
         restarts: int = 1,

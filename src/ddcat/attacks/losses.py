@@ -42,7 +42,7 @@ from typing import Callable, Sequence
 import torch
 import torch.nn.functional as F
 
-from ddcat.attacks.checks import IGNORE_INDEX
+from ddcat.constants import IGNORE_INDEX
 from ddcat.errors import DdcatError
 
 __all__ = [

@@ -8,10 +8,11 @@ from typing import Mapping, Sequence
 import torch
 
 from ddcat.attacks.base import Attack
-from ddcat.attacks.checks import IGNORE_INDEX, check_inputs, check_seed
+from ddcat.attacks.checks import check_inputs, check_seed
 from ddcat.attacks.forward import ForwardFn, eval_mode
 from ddcat.attacks.iterative import BIM, PGD, CosPGD, SegPGD, _set
 from ddcat.attacks.scoring import Score, keep_better
+from ddcat.constants import ALPHA, EPS, IGNORE_INDEX
 from ddcat.errors import DdcatError
 
 __all__ = [
@@ -105,8 +106,8 @@ class WorstCase(Attack):
 
 
 def default_worst_case(
-    eps: float = 0.03,
-    alpha: float = 0.01,
+    eps: float = EPS,
+    alpha: float = ALPHA,
     steps: int = 10,
     restarts: int = 1,
     seed: int = 0,

@@ -6,9 +6,10 @@ depends only on ``(seed, epoch, i)``, never on worker processes or ranks. Traini
 ``float32 (3, H, W)`` images in [0, 1] and ``int64 (H, W)`` labels with 255 = ignore.
 """
 
+from ddcat.constants import IGNORE_INDEX
 from ddcat.data.build import build_dataset, build_transform
 from ddcat.data.fixtures import make_cityscapes_fixture, make_voc_fixture
-from ddcat.data.listfile import CLASS_NAMES, IGNORE_INDEX, NUM_CLASSES, ListDataset, cityscapes, voc
+from ddcat.data.listfile import CLASS_NAMES, NUM_CLASSES, ListDataset, cityscapes, voc
 from ddcat.data.synthetic import SyntheticSegmentation
 from ddcat.data.transforms import EvalTransform, TrainTransform
 

@@ -4,13 +4,14 @@ from __future__ import annotations
 
 from typing import Any
 
+from ddcat.config import CHOICES
 from ddcat.data.listfile import NUM_CLASSES, ListDataset, cityscapes, voc
 from ddcat.data.synthetic import MAX_CLASSES, SyntheticSegmentation
 from ddcat.data.transforms import EvalTransform, TrainTransform
 from ddcat.errors import DdcatError
 
 SPLITS = ("train", "val")
-NAMES = ("synthetic", "voc", "cityscapes", "list")
+NAMES = CHOICES["data.name"]
 
 
 def _check_split(split: str) -> None:
@@ -23,27 +24,15 @@ def build_transform(cfg: dict[str, Any], split: str) -> TrainTransform | EvalTra
     _check_split(split)
     if split != "train":
         return EvalTransform()
-    d = cfg["data"]
-    lo, hi = d["scale_min"], d["scale_max"]
-    if lo <= 0:
-        raise DdcatError(f"config key 'data.scale_min' must be > 0, got {lo}")
-    if hi < lo:
-        raise DdcatError(f"config key 'data.scale_max' ({hi}) must be >= data.scale_min ({lo})")
-    if d["rotate"] < 0:
-        raise DdcatError(f"config key 'data.rotate' must be >= 0, got {d['rotate']}")
-    crop = cfg["train"]["crop_size"]
-    if crop <= 0:
-        raise DdcatError(f"config key 'train.crop_size' must be positive, got {crop}")
+    d = cfg["data"]  # ranges and scale_min <= scale_max: checked by ddcat.config
     return TrainTransform(
-        crop, scale=(lo, hi), rotate=d["rotate"], blur=d["blur"], flip=d["flip"], fill=d["fill"], rotate_prob=d["rotate_prob"]
+        cfg["train"]["crop_size"], scale=(d["scale_min"], d["scale_max"]), rotate=d["rotate"], blur=d["blur"], flip=d["flip"], fill=d["fill"], rotate_prob=d["rotate_prob"]
     )
 
 
 def _synthetic(cfg: dict[str, Any], split: str, transform: Any) -> SyntheticSegmentation:
     d = cfg["data"]
     key = "num_train" if split == "train" else "num_val"
-    if d[key] <= 0:
-        raise DdcatError(f"config key 'data.{key}' must be positive, got {d[key]}")
     if d["image_size"] < 32:
         raise DdcatError(f"config key 'data.image_size' must be at least 32, got {d['image_size']}")
     if not 2 <= d["num_classes"] <= MAX_CLASSES:

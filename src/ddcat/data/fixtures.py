@@ -18,22 +18,13 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-IGNORE_INDEX = 255
+from ddcat.constants import IGNORE_INDEX
+from ddcat.data.palette import voc_colormap
 
 
 def voc_palette() -> list[int]:
-    """The standard 256-entry PASCAL VOC colour map, flattened ``[r0, g0, b0, r1, ...]``."""
-    palette: list[int] = []
-    for index in range(256):
-        r = g = b = 0
-        c = index
-        for bit in range(8):
-            r |= ((c >> 0) & 1) << (7 - bit)
-            g |= ((c >> 1) & 1) << (7 - bit)
-            b |= ((c >> 2) & 1) << (7 - bit)
-            c >>= 3
-        palette += [r, g, b]
-    return palette
+    """The standard 256-entry PASCAL VOC colour map, flattened ``[r0, g0, b0, r1, ...]`` (``Image.putpalette``)."""
+    return [int(v) for v in voc_colormap(256).reshape(-1)]
 
 
 def _size_hw(size: int | tuple[int, int]) -> tuple[int, int]:

@@ -18,9 +18,9 @@ from typing import Any, Callable
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
+from ddcat.constants import IGNORE_INDEX
 from ddcat.errors import DdcatError
 
-IGNORE_INDEX = 255
 
 NUM_CLASSES: dict[str, int] = {"voc": 21, "cityscapes": 19}
 

@@ -44,6 +44,8 @@ from typing import Any, Callable
 import numpy as np
 from PIL import Image
 
+from ddcat.constants import IGNORE_INDEX
+
 SHAPES: tuple[str, ...] = ("disc", "ring", "cross", "triangle", "square")
 TEXTURES: tuple[str, ...] = ("stripes", "checker", "dots", "smooth", "grid")
 MAX_CLASSES = 1 + len(SHAPES) * len(TEXTURES)
@@ -264,7 +266,7 @@ class SyntheticSegmentation:
         transform: ``transform(image, label, rng)``; ``None`` returns the raw numpy arrays.
     """
 
-    ignore_index = 255
+    ignore_index = IGNORE_INDEX
 
     def __init__(
         self,

@@ -22,7 +22,8 @@ import numpy as np
 import torch
 from PIL import Image, ImageFilter
 
-IGNORE_INDEX = 255
+from ddcat.constants import IGNORE_INDEX
+
 # ``fill="mean"``: the ImageNet mean colour on 0..255 (the paper's code fills with the float mean
 # 123.675, 116.28, 103.53 on its float images; ddcat's uint8 images hold it rounded).
 MEAN_FILL = (124, 116, 104)

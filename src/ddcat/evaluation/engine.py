@@ -27,6 +27,7 @@ from torch import nn
 from tqdm import tqdm
 
 from ddcat.attacks import APGD, BIM, SEA, Attack, WorstCase, greedy_miou_selection, per_image_confusions
+from ddcat.constants import IGNORE_INDEX
 from ddcat.distributed import DistContext, all_reduce_sum
 from ddcat.errors import DdcatError
 from ddcat.evaluation.inference import evaluation_inputs
@@ -193,7 +194,7 @@ def evaluate(
     records = []
     if settings and int(all_reduce_sum(matrices[settings[0].key()].matrix.clone(), ctx).sum()) == 0:
         raise DdcatError(
-            f"the evaluation saw {int(count.item())} images and no labelled pixel (every label is 255 = ignore, or "
+            f"the evaluation saw {int(count.item())} images and no labelled pixel (every label is {IGNORE_INDEX} = ignore, or "
             "no image was read): its metrics would be meaningless; check the data and eval.max_images"
         )
     for s in settings:

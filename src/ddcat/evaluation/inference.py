@@ -34,9 +34,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ddcat.constants import IGNORE_INDEX
+
 # The colour of mean padding, in [0, 1] pixels (the paper's code pads with mean * 255 on 0..255).
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IGNORE_INDEX = 255
 
 
 def window_starts(length: int, crop: int, stride: int) -> list[int]:

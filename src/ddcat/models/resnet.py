@@ -27,7 +27,9 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from ddcat.config import CHOICES
 from ddcat.errors import DdcatError
+from ddcat.models.state import first_mismatch
 
 
 def conv3x3(cin: int, cout: int, stride: int = 1, dilation: int = 1) -> nn.Conv2d:
@@ -101,10 +103,10 @@ class ResNet(nn.Module):
         super().__init__()
         if depth not in SPECS:
             raise DdcatError(f"unknown backbone '{depth}'; valid: {', '.join(SPECS)}")
-        if output_stride not in (8, 16, 32):
-            raise DdcatError(f"output_stride must be 8, 16 or 32, got {output_stride}")
-        if dilation not in ("torchvision", "paper"):
-            raise DdcatError(f"model.dilation must be torchvision or paper, got {dilation!r}")
+        # the config's rules, checked here too for Python callers of the trunk (one vocabulary: CHOICES)
+        for key, value in (("model.output_stride", output_stride), ("model.dilation", dilation)):
+            if value not in CHOICES[key]:
+                raise DdcatError(f"{key} must be one of {', '.join(map(str, CHOICES[key]))}, got {value!r}")
         if stem_width < 0:
             raise DdcatError(f"model.stem_width must be >= 0, got {stem_width}")
         block, layers = SPECS[depth]
@@ -186,11 +188,10 @@ def load_pretrained(resnet: ResNet, path: str | Path) -> None:
     if not isinstance(state, dict):
         raise DdcatError(f"pretrained weights {path} do not hold a state dict")
     own = resnet.state_dict()
-    for key, value in own.items():
-        if key not in state:
+    mismatch = first_mismatch(state, own)
+    if mismatch is not None:
+        key, have, want = mismatch
+        if have is None:
             raise DdcatError(f"pretrained weights {path} lack key '{key}' (deep_stem/width/backbone mismatch?)")
-        if tuple(state[key].shape) != tuple(value.shape):
-            raise DdcatError(
-                f"pretrained weights {path}: key '{key}' has shape {tuple(state[key].shape)}, model expects {tuple(value.shape)}"
-            )
+        raise DdcatError(f"pretrained weights {path}: key '{key}' has shape {have}, model expects {want}")
     resnet.load_state_dict({k: state[k] for k in own}, strict=True)

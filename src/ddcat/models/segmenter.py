@@ -20,13 +20,16 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ddcat.config import CHOICES
+from ddcat.errors import DdcatError
 from ddcat.models.heads import ASPP, ClassifierHead, PyramidPooling
 from ddcat.models.resnet import ResNet
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 
-DDC_HEADS = ("auxiliary", "mask")
+#: The heads DDC-AT adds to a plain segmenter (``ddc=True``): f_a and the mask head f_m.
+DDC_EXTRA_HEADS = ("auxiliary", "mask")
 
 # Options of build_model (and of a checkpoint's model spec); a spec that lacks one was saved before
 # it existed and gets the default here, which is the model it was trained as.
@@ -54,6 +57,8 @@ class Segmenter(nn.Module):
         deep_sup_kernel: int = 3,
     ):
         super().__init__()
+        if arch not in CHOICES["model.arch"]:  # the vocabulary is the config's; checked here for Python callers
+            raise DdcatError(f"unknown model.arch '{arch}'; valid: {', '.join(CHOICES['model.arch'])}")
         self.arch, self.num_classes, self.ddc = arch, num_classes, ddc
         self.align_corners = align_corners
         self.register_buffer("mean", torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1), persistent=False)
@@ -69,8 +74,6 @@ class Segmenter(nn.Module):
         elif arch == "deeplabv3":
             self.context = ASPP(c4, max(8, int(256 * scale)))
             mid, kernel = head_channels or max(8, int(256 * scale)), 1
-        else:
-            raise ValueError(f"unknown arch {arch!r}")
         cin = self.context.out_channels
         heads = {"main": ClassifierHead(cin, mid, num_classes, kernel, dropout)}
         if ddc:
@@ -122,13 +125,8 @@ def build_model(arch: str, backbone: str, num_classes: int, ddc: bool = False, *
     ``dilation`` ("torchvision" | "paper"), ``align_corners`` (False; the paper: True),
     ``deep_sup_kernel`` (3; the paper's DeepLabv3: 1).
     """
-    from ddcat.errors import DdcatError
-    from ddcat.models.resnet import SPECS, load_pretrained
+    from ddcat.models.resnet import load_pretrained
 
-    if arch not in ("pspnet", "deeplabv3"):
-        raise DdcatError(f"unknown model.arch '{arch}'; valid: pspnet, deeplabv3")
-    if backbone not in SPECS:
-        raise DdcatError(f"unknown model.backbone '{backbone}'; valid: {', '.join(SPECS)}")
     pretrained = options.pop("pretrained", None)
     unknown = set(options) - set(MODEL_OPTIONS)
     if unknown:

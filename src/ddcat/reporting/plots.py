@@ -9,7 +9,6 @@ so no window opens, no global backend is switched and nothing stays registered a
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any, Iterable, Sequence
 
@@ -17,6 +16,8 @@ import numpy as np
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
+from ddcat.constants import IGNORE_INDEX
+from ddcat.data.palette import voc_colormap
 from ddcat.errors import DdcatError
 from ddcat.reporting.summary import (
     ARCH_ORDER,
@@ -33,6 +34,7 @@ from ddcat.reporting.summary import (
     strong_table,
     sweep_stats,
 )
+from ddcat.training import trainlog
 
 DPI = 100
 METHOD_COLORS = {"clean": "#7f7f7f", "sat": "#1f77b4", "ddcat-m": "#2ca02c", "ddcat-n": "#9467bd", "ddcat": "#d62728"}
@@ -103,23 +105,12 @@ def plot_sweep(results: dict[str, Any], path: str | Path, kind: str = "white-box
 
 
 def read_log(path: str | Path) -> list[dict[str, Any]]:
-    """The records of a ``train_log.jsonl``; a torn last line (an interrupted write) is skipped.
-    A missing or empty log raises :class:`DdcatError` naming the file."""
+    """The records of a ``train_log.jsonl`` (:func:`ddcat.training.trainlog.read_records`: a torn
+    last line is skipped). A missing or empty log raises :class:`DdcatError` naming the file."""
     path = Path(path)
     if not path.is_file():
         raise DdcatError(f"training log {path} does not exist")
-    records = []
-    with open(path) as f:
-        for line in f:
-            line = line.strip()
-            if not line:
-                continue
-            try:
-                rec = json.loads(line)
-            except json.JSONDecodeError:
-                continue
-            if isinstance(rec, dict) and "iter" in rec:
-                records.append(rec)
+    records = trainlog.read_records(path)
     if not records:
         raise DdcatError(f"training log {path} holds no records")
     return records
@@ -145,17 +136,28 @@ def _auto_window(n: int) -> int:
 
 
 def _series(records: Sequence[dict[str, Any]], key: str) -> tuple[np.ndarray, np.ndarray]:
-    pts = [(r["iter"], r[key]) for r in records if r.get(key) is not None]
+    pts = [(r[trainlog.ITER], r[key]) for r in records if r.get(key) is not None]
     if not pts:
         return np.zeros(0), np.zeros(0)
     x, y = zip(*pts)
     return np.asarray(x, dtype=float), np.asarray(y, dtype=float)
 
 
-ROUTING_KEYS = (
-    ("routed_aux_clean", "clean pixels routed to the auxiliary branch (p = 1)"),
-    ("mask_pos_clean", "clean pixels with mask label M = 1"),
+ROUTING_PANELS = (
+    (trainlog.ROUTED_AUX_CLEAN, "clean pixels routed to the auxiliary branch (p = 1)"),
+    (trainlog.MASK_POS_CLEAN, "clean pixels with mask label M = 1"),
 )
+# the order of the shares in routing.png's legend
+ROUTING_ORDER = (trainlog.ROUTED_AUX_CLEAN, trainlog.MASK_POS_CLEAN, trainlog.ROUTED_AUX_ADV, trainlog.MASK_POS_ADV)
+
+
+def _share_axes(ax: Any, ylabel: str) -> None:
+    """Axes of shares against iteration: labels, a floor at 0, a grid and the legend."""
+    ax.set_xlabel("iteration")
+    ax.set_ylabel(ylabel)
+    ax.set_ylim(bottom=0)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
 
 
 def plot_routing(log_paths_by_label: dict[str, Sequence[str | Path]], path: str | Path, window: int | None = None) -> Path:
@@ -174,11 +176,11 @@ def plot_routing(log_paths_by_label: dict[str, Sequence[str | Path]], path: str 
         several = len(paths) > 1
         for j, p in enumerate(paths):
             records = read_log(p)
-            if not any(r.get("routed_aux_clean") is not None for r in records):
+            if not any(r.get(trainlog.ROUTED_AUX_CLEAN) is not None for r in records):
                 continue
             style = LINESTYLES[j % len(LINESTYLES)]
             name = f"{label} ({Path(p).parent.name})" if several else label
-            for ax, (key, _) in zip(axes, ROUTING_KEYS):
+            for ax, (key, _) in zip(axes, ROUTING_PANELS):
                 x, y = _series(records, key)
                 if x.size:
                     ax.plot(x, moving_average(y, window or _auto_window(x.size)), color=color, ls=style, lw=1.5, alpha=0.85, label=name)
@@ -187,13 +189,9 @@ def plot_routing(log_paths_by_label: dict[str, Sequence[str | Path]], path: str 
         fig.clear()
         names = ", ".join(str(p) for ps in log_paths_by_label.values() for p in ps) or "(none given)"
         raise DdcatError(f"no DDC-AT routing shares (routed_aux_clean) in the training logs {names}")
-    for ax, (_, title) in zip(axes, ROUTING_KEYS):
+    for ax, (_, title) in zip(axes, ROUTING_PANELS):
         ax.set_title(title, fontsize=10)
-        ax.set_xlabel("iteration")
-        ax.set_ylabel("share (moving average)")
-        ax.set_ylim(bottom=0)
-        ax.grid(alpha=0.3)
-        ax.legend(fontsize=8)
+        _share_axes(ax, "share (moving average)")
     fig.tight_layout()
     return _save(fig, path)
 
@@ -205,13 +203,13 @@ def plot_training(run_dir: str | Path, out_dir: str | Path | None = None, window
     the clean half solid and the adversarial half dashed). Written to ``out_dir`` (default DIR).
     A missing or empty log raises :class:`DdcatError` naming the file."""
     run_dir = Path(run_dir)
-    records = read_log(run_dir / "train_log.jsonl")
+    records = read_log(run_dir / trainlog.LOG_NAME)
     out = Path(out_dir) if out_dir is not None else run_dir
     out.mkdir(parents=True, exist_ok=True)
     keys: list[str] = []
     for r in records:
         for k in r:
-            if (k == "loss" or k.startswith("loss_")) and k not in keys:
+            if (k == trainlog.LOSS or k.startswith(trainlog.LOSS + "_")) and k not in keys:
                 keys.append(k)
     written = []
     fig = _figure(8, 4.5)
@@ -224,7 +222,7 @@ def plot_training(run_dir: str | Path, out_dir: str | Path | None = None, window
         w = window or _auto_window(x.size)
         if w > 1:
             ax.plot(x, y, color=color, lw=0.6, alpha=0.3)
-        ax.plot(x, moving_average(y, w), color=color, lw=1.8 if key == "loss" else 1.3, label=key)
+        ax.plot(x, moving_average(y, w), color=color, lw=1.8 if key == trainlog.LOSS else 1.3, label=key)
     ax.set_title(f"training losses: {run_dir.name}")
     ax.set_xlabel("iteration")
     ax.set_ylabel("loss")
@@ -234,26 +232,22 @@ def plot_training(run_dir: str | Path, out_dir: str | Path | None = None, window
     fig.tight_layout()
     written.append(_save(fig, out / "losses.png"))
 
-    share_keys = [k for k in ("routed_aux_clean", "mask_pos_clean", "routed_aux_adv", "mask_pos_adv") if any(r.get(k) is not None for r in records)]
-    if "routed_aux_clean" in share_keys or "mask_pos_clean" in share_keys:
+    share_keys = [k for k in ROUTING_ORDER if any(r.get(k) is not None for r in records)]
+    if trainlog.ROUTED_AUX_CLEAN in share_keys or trainlog.MASK_POS_CLEAN in share_keys:
         fig = _figure(8, 4.5)
         ax = fig.subplots()
         styles = {
-            "routed_aux_clean": ("#d62728", "-", "clean: routed to auxiliary (p = 1)"),
-            "mask_pos_clean": ("#1f77b4", "-", "clean: mask label M = 1"),
-            "routed_aux_adv": ("#d62728", "--", "adversarial: routed to auxiliary"),
-            "mask_pos_adv": ("#1f77b4", "--", "adversarial: mask label M = 1"),
+            trainlog.ROUTED_AUX_CLEAN: ("#d62728", "-", "clean: routed to auxiliary (p = 1)"),
+            trainlog.MASK_POS_CLEAN: ("#1f77b4", "-", "clean: mask label M = 1"),
+            trainlog.ROUTED_AUX_ADV: ("#d62728", "--", "adversarial: routed to auxiliary"),
+            trainlog.MASK_POS_ADV: ("#1f77b4", "--", "adversarial: mask label M = 1"),
         }
         for key in share_keys:
             x, y = _series(records, key)
             color, ls, label = styles[key]
             ax.plot(x, moving_average(y, window or _auto_window(x.size)), color=color, ls=ls, lw=1.5, label=label)
         ax.set_title(f"DDC-AT routing: {run_dir.name}")
-        ax.set_xlabel("iteration")
-        ax.set_ylabel("share of valid pixels (moving average)")
-        ax.set_ylim(bottom=0)
-        ax.grid(alpha=0.3)
-        ax.legend(fontsize=8)
+        _share_axes(ax, "share of valid pixels (moving average)")
         fig.tight_layout()
         written.append(_save(fig, out / "routing.png"))
     return written
@@ -335,18 +329,10 @@ def plot_claimed_vs_remaining(results: dict[str, Any], path: str | Path) -> Path
 
 
 def palette(num: int = 256) -> np.ndarray:
-    """The fixed PASCAL VOC colour map (``num`` x 3 floats in [0, 1]); index 255 (ignore) is white."""
-    cmap = np.zeros((num, 3), dtype=np.uint8)
-    for i in range(num):
-        c, r, g, b = i, 0, 0, 0
-        for j in range(8):
-            r |= ((c >> 0) & 1) << (7 - j)
-            g |= ((c >> 1) & 1) << (7 - j)
-            b |= ((c >> 2) & 1) << (7 - j)
-            c >>= 3
-        cmap[i] = (r, g, b)
-    if num > 255:
-        cmap[255] = (255, 255, 255)
+    """The fixed PASCAL VOC colour map (``num`` x 3 floats in [0, 1]); the ignore label is white."""
+    cmap = voc_colormap(num)
+    if num > IGNORE_INDEX:
+        cmap[IGNORE_INDEX] = (255, 255, 255)
     return cmap.astype(float) / 255.0
 
 
@@ -354,9 +340,9 @@ _PALETTE = palette()
 
 
 def colorize(label: np.ndarray) -> np.ndarray:
-    """Label map (H, W) of class ids -> RGB (H, W, 3); 255 and anything out of range in white."""
+    """Label map (H, W) of class ids -> RGB (H, W, 3); the ignore label and anything out of range in white."""
     label = np.asarray(label).astype(np.int64)
-    label = np.where((label < 0) | (label > 255), 255, label)
+    label = np.where((label < 0) | (label >= len(_PALETTE)), IGNORE_INDEX, label)
     return _PALETTE[label]
 
 

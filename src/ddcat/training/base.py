@@ -1,14 +1,22 @@
-"""What every training method shares: the interface and the supervised loss terms."""
+"""What every training method shares: the interface, the batch split and the supervised loss terms.
+
+A method is built from plain values (only :func:`ddcat.training.loop.build_method` reads the run
+configuration) and turns one mini-batch into the loss of one optimisation step.
+"""
 
 from __future__ import annotations
-
-from typing import Any
 
 import torch
 from torch import nn
 
-from ddcat.errors import DdcatError
-from ddcat.training.losses import cross_entropy, split_sizes
+from ddcat.training.losses import cross_entropy
+from ddcat.training.trainlog import LOSS_DEEP_SUP, LOSS_MAIN
+
+
+def split_sizes(batch: int, adv_fraction: float) -> tuple[int, int]:
+    """(clean, adversarial) counts: the first floor(m * (1 - f)) images stay clean (Alg. 3 step 7)."""
+    n_clean = int((batch * (1.0 - adv_fraction)) + 1e-9)
+    return n_clean, batch - n_clean
 
 
 class Method:
@@ -16,15 +24,19 @@ class Method:
 
     ``net`` is the module the loss is computed through (possibly wrapped in DDP); ``model`` is
     the plain :class:`~ddcat.models.Segmenter` underneath, which the attacks use.
+    ``deep_sup_weight``: the weight of the deep-supervision CE (0.4 in the paper).
     """
 
     name = "base"
     needs_ddc_heads = False
 
-    def __init__(self, cfg: dict[str, Any], attack: Any = None):
-        self.cfg = cfg
-        self.attack = attack
-        self.deep_sup_weight = cfg["train"]["deep_sup_weight"]
+    def __init__(self, deep_sup_weight: float):
+        self.deep_sup_weight = deep_sup_weight
+
+    def split(self, batch: int) -> tuple[int, int]:
+        """(clean, adversarial) image counts of a batch of ``batch`` images, or a DdcatError when
+        this method cannot train on such a batch. Without an attack every image stays clean."""
+        return batch, 0
 
     def loss(
         self, net: nn.Module, model: nn.Module, images: torch.Tensor, labels: torch.Tensor, seed: int | None = None
@@ -36,22 +48,21 @@ class Method:
         """CE of the main head plus the weighted deep-supervision CE (when the model has that head)."""
         main = cross_entropy(out["main"], labels)
         if "deep_sup" not in out:  # a user model without an auxiliary output: no deep supervision
-            return main, {"loss_main": main.item()}
+            return main, {LOSS_MAIN: main.item()}
         deep = cross_entropy(out["deep_sup"], labels)
-        return main + self.deep_sup_weight * deep, {"loss_main": main.item(), "loss_deep_sup": deep.item()}
+        return main + self.deep_sup_weight * deep, {LOSS_MAIN: main.item(), LOSS_DEEP_SUP: deep.item()}
 
 
-def adversarial_split(batch: int, adv_fraction: float, method: str) -> tuple[int, int]:
-    """(clean, adversarial) image counts, or a DdcatError when the batch cannot be split."""
-    n_clean, n_adv = split_sizes(batch, adv_fraction)
-    if method.startswith("ddcat") and (n_clean == 0 or n_adv == 0):
-        raise DdcatError(
-            f"--method {method} needs clean and adversarial images in every batch: a batch of {batch} "
-            f"with train.adv_fraction={adv_fraction} gives {n_clean} clean and {n_adv} adversarial"
-        )
-    if method == "sat" and 0.0 < adv_fraction < 1.0 and (n_clean == 0 or n_adv == 0):
-        raise DdcatError(
-            f"train.batch_size={batch} is too small to split with train.adv_fraction={adv_fraction} "
-            f"({n_clean} clean, {n_adv} adversarial images)"
-        )
-    return n_clean, n_adv
+class AdversarialMethod(Method):
+    """A method that trains on a batch whose last images are replaced by adversarial versions.
+
+    ``attack``: the training attack (an :class:`~ddcat.attacks.Attack`); ``adv_fraction``: the
+    share f of adversarial images (0.5 in the paper)."""
+
+    def __init__(self, attack, adv_fraction: float, deep_sup_weight: float):
+        super().__init__(deep_sup_weight)
+        self.attack = attack
+        self.adv_fraction = adv_fraction
+
+    def split(self, batch: int) -> tuple[int, int]:
+        return split_sizes(batch, self.adv_fraction)

@@ -2,9 +2,8 @@
 
 from __future__ import annotations
 
-import torch
-
 from ddcat.training.base import Method
+from ddcat.training.trainlog import LOSS
 
 
 class CleanTraining(Method):
@@ -12,4 +11,4 @@ class CleanTraining(Method):
 
     def loss(self, net, model, images, labels, seed=None):
         loss, stats = self.supervised_terms(net(images), labels)
-        return loss, {"loss": loss.item(), **stats}
+        return loss, {LOSS: loss.item(), **stats}

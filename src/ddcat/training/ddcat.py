@@ -10,7 +10,8 @@ One iteration, for a batch D_b of m images (first n_c stay clean, last n_a becom
      combined prediction B_clean from the f_a / f_m heads on the same trunk features; otherwise
      B_clean costs one separate no-grad forward;
    - one no-grad forward of the adversarial images through f_n, f_a, f_m gives B_adv;
-   - mask labels from :func:`ddcat.training.losses.mask_labels`.
+   - mask labels from :func:`ddcat.training.losses.mask_labels` (B_clean and B_adv outside the
+     rows that need them are left equal, so their boundary property is 0).
 2. Alg. 3 steps 4-9, in train mode: one forward of T_b = clean part + adversarial part through
    all heads; p = argmax f_m (detached), q = 1 - p; loss = l1 L_n + l2 L_a + l3 L_m
    (eqs. 3-6) + deep-supervision CE; one backward.
@@ -27,17 +28,22 @@ import contextlib
 import torch
 from torch import nn
 
-from ddcat.training.base import Method, adversarial_split
+from ddcat.constants import IGNORE_INDEX
+from ddcat.errors import DdcatError
+from ddcat.training import trainlog as log_keys
+from ddcat.training.base import AdversarialMethod
 from ddcat.training.losses import (
+    DIVISIONS,
     combine,
     cross_entropy,
-    division_masks,
+    mask_labels,
     mask_loss,
     routed_cross_entropy,
     routing,
 )
 
-DDC_TRAIN_HEADS = ("main", "auxiliary", "mask")
+#: The heads whose outputs make the combined prediction o = o_a p + o_n (1 - p) and its label map B.
+COMBINED_PREDICTION_HEADS = ("main", "auxiliary", "mask")
 
 
 def combined_labels(out: dict[str, torch.Tensor]) -> torch.Tensor:
@@ -62,7 +68,7 @@ class CleanPrediction:
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
         if self.b_clean is not None:
             return self.model(x)
-        out = self.model(x, heads=DDC_TRAIN_HEADS, rows={"auxiliary": self.rows, "mask": self.rows})
+        out = self.model(x, heads=COMBINED_PREDICTION_HEADS, rows={"auxiliary": self.rows, "mask": self.rows})
         with torch.no_grad():
             main = out["main"].detach()[self.rows]
             self.b_clean = combined_labels({"main": main, "auxiliary": out["auxiliary"].detach(), "mask": out["mask"].detach()})
@@ -84,22 +90,44 @@ def predict_combined(model: nn.Module, images: torch.Tensor) -> torch.Tensor:
     was_training = model.training
     model.eval()
     try:
-        return combined_labels(model(images, heads=DDC_TRAIN_HEADS))
+        return combined_labels(model(images, heads=COMBINED_PREDICTION_HEADS))
     finally:
         model.train(was_training)
 
 
-class DivideAndConquerTraining(Method):
-    """``ddcat`` (the paper's division), ``ddcat-m`` and ``ddcat-n`` (Sec. 6.4 ablations)."""
+class DivideAndConquerTraining(AdversarialMethod):
+    """``ddcat`` (the paper's division), ``ddcat-m`` and ``ddcat-n`` (Sec. 6.4 ablations).
+
+    ``lambdas``: the weights (l1, l2, l3) of L_n, L_a and L_m in eq. 6 (1, 1, 1 in the paper);
+    ``mask_ignore``: leave pixels of the ignore label out of L_m (the paper's code counts them)."""
 
     needs_ddc_heads = True
 
-    def __init__(self, cfg, attack=None, division: str = "ddcat"):
-        super().__init__(cfg, attack)
+    def __init__(
+        self,
+        attack,
+        division: str,
+        adv_fraction: float,
+        deep_sup_weight: float,
+        lambdas: tuple[float, float, float],
+        mask_ignore: bool,
+    ):
+        super().__init__(attack, adv_fraction, deep_sup_weight)
+        if division not in DIVISIONS:
+            raise ValueError(f"unknown division {division!r}; valid: {', '.join(DIVISIONS)}")
         self.name = self.division = division
-        t = cfg["train"]
-        self.lambdas = (t["lambda_main"], t["lambda_aux"], t["lambda_mask"])
-        self.mask_ignore = t["mask_ignore"]
+        self.lambdas = tuple(lambdas)
+        self.mask_ignore = mask_ignore
+
+    def split(self, batch: int) -> tuple[int, int]:
+        """Both parts must be non-empty: the mask labels need clean and adversarial images."""
+        n_clean, n_adv = super().split(batch)
+        if n_clean == 0 or n_adv == 0:
+            raise DdcatError(
+                f"--method {self.name} needs clean and adversarial images in every batch: a batch of {batch} "
+                f"with train.adv_fraction={self.adv_fraction} gives {n_clean} clean and {n_adv} adversarial"
+            )
+        return n_clean, n_adv
 
     def mask_targets(self, model: nn.Module, images: torch.Tensor, labels: torch.Tensor, n_clean: int, seed: int | None = None):
         """Alg. 2: adversarial images of the batch and the mask labels M_b of the training batch.
@@ -126,14 +154,15 @@ class DivideAndConquerTraining(Method):
         with attack_precision(self.attack, images):
             b_clean = tap.b_clean if tap is not None and tap.b_clean is not None else predict_combined(model, attacked[local])
             b_adv = predict_combined(model, adv[local])
-        boundary = torch.zeros_like(labels)
-        boundary[need] = (b_clean != b_adv).long()
-        m_clean, m_adv = division_masks(self.division, boundary)
+        # label maps of the whole batch, equal outside ``need`` (no boundary property there)
+        b_clean_all, b_adv_all = torch.zeros_like(labels), torch.zeros_like(labels)
+        b_clean_all[need], b_adv_all[need] = b_clean, b_adv
+        m_clean, m_adv = mask_labels(self.division, b_clean_all, b_adv_all)
         targets = torch.cat([m_clean[:n_clean], m_adv[n_clean:]])
         return adv[n_clean - first :], targets
 
     def loss(self, net, model, images, labels, seed=None):
-        n_clean, n_adv = adversarial_split(images.shape[0], self.cfg["train"]["adv_fraction"], self.name)
+        n_clean, _ = self.split(images.shape[0])
         adv, targets = self.mask_targets(model, images, labels, n_clean, seed=seed)
         out = net(torch.cat([images[:n_clean], adv]))
         p = routing(out["mask"]).detach()
@@ -145,21 +174,21 @@ class DivideAndConquerTraining(Method):
         deep = cross_entropy(out["deep_sup"], labels) if "deep_sup" in out else None
         w_n, w_a, w_m = self.lambdas
         loss = w_n * l_n + w_a * l_a + w_m * l_m + (self.deep_sup_weight * deep if deep is not None else 0.0)
-        valid = labels != 255
+        valid = labels != IGNORE_INDEX
         clean_valid = valid[:n_clean]
         stats = {
-            "loss": loss.item(),
-            "loss_main": l_n.item(),
-            "loss_aux": l_a.item(),
-            "loss_mask": l_m.item(),
+            log_keys.LOSS: loss.item(),
+            log_keys.LOSS_MAIN: l_n.item(),
+            log_keys.LOSS_AUX: l_a.item(),
+            log_keys.LOSS_MASK: l_m.item(),
             # share of valid clean pixels the mask head sends to f_a (p = 1), and of mask labels = 1
-            "routed_aux_clean": _share(p[:n_clean], clean_valid),
-            "routed_aux_adv": _share(p[n_clean:], valid[n_clean:]),
-            "mask_pos_clean": _share(targets[:n_clean], clean_valid),
-            "mask_pos_adv": _share(targets[n_clean:], valid[n_clean:]),
+            log_keys.ROUTED_AUX_CLEAN: _share(p[:n_clean], clean_valid),
+            log_keys.ROUTED_AUX_ADV: _share(p[n_clean:], valid[n_clean:]),
+            log_keys.MASK_POS_CLEAN: _share(targets[:n_clean], clean_valid),
+            log_keys.MASK_POS_ADV: _share(targets[n_clean:], valid[n_clean:]),
         }
         if deep is not None:
-            stats["loss_deep_sup"] = deep.item()
+            stats[log_keys.LOSS_DEEP_SUP] = deep.item()
         return loss, stats
 
 

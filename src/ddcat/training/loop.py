@@ -37,34 +37,49 @@ from ddcat.checkpoint import (
     spec_from_config,
     write_error,
 )
+from ddcat.config import CHOICES, check_value
 from ddcat.data import build_dataset
 from ddcat.distributed import DistContext, barrier, init_distributed
 from ddcat.errors import DdcatError
 from ddcat.models.user import trust as trust_factory
 from ddcat.runinfo import write_run_files
 from ddcat.training import batchnorm as bn
-from ddcat.training.base import Method, adversarial_split
+from ddcat.training.base import Method
 from ddcat.training.clean import CleanTraining
 from ddcat.training.ddcat import DivideAndConquerTraining
 from ddcat.training.optim import build_optimizer, set_poly_lr
 from ddcat.training.sampling import EpochIndexed, ResumableBatchSampler, collate, iteration_seed
 from ddcat.training.sat import StandardAdversarialTraining
-from ddcat.training.trainlog import LOG_NAME, LogWriter, truncated_text
+from ddcat.training.trainlog import ITER, LOG_NAME, LOSS, LR, TIME, LogWriter, truncated_text
 
-METHODS = ("clean", "sat", "ddcat", "ddcat-m", "ddcat-n")
+#: The training methods (``train.method``): the config's list of choices.
+METHODS = CHOICES["train.method"]
 
 
 def build_method(cfg: dict[str, Any]) -> Method:
-    name = cfg["train"]["method"]
-    if name not in METHODS:
-        raise DdcatError(f"unknown method '{name}'; valid: {', '.join(METHODS)}")
+    """The training method ``cfg`` names, built from its ``train.*`` and ``attack.*`` values: the
+    only place below the command line that reads a method's hyper-parameters from the config."""
+    t, a = cfg["train"], cfg["attack"]
+    name = check_value("train.method", t["method"])
     if name == "clean":
-        return CleanTraining(cfg)
-    a = cfg["attack"]
+        return CleanTraining(deep_sup_weight=t["deep_sup_weight"])
     attack = build_attack(a["name"], eps=a["eps"], alpha=a["alpha"], steps=a["steps"])
     if name == "sat":
-        return StandardAdversarialTraining(cfg, attack)
-    return DivideAndConquerTraining(cfg, attack, division=name)
+        return StandardAdversarialTraining(attack, adv_fraction=t["adv_fraction"], deep_sup_weight=t["deep_sup_weight"])
+    return DivideAndConquerTraining(
+        attack,
+        division=name,
+        adv_fraction=t["adv_fraction"],
+        deep_sup_weight=t["deep_sup_weight"],
+        lambdas=(t["lambda_main"], t["lambda_aux"], t["lambda_mask"]),
+        mask_ignore=t["mask_ignore"],
+    )
+
+
+def optimizer_for(model: nn.Module, train_cfg: dict[str, Any]) -> torch.optim.Optimizer:
+    """The optimiser the ``train`` section names, with its learning rates and decay."""
+    t = train_cfg
+    return build_optimizer(model, t["optimizer"], t["lr"], t["head_lr_mult"], t["momentum"], t["weight_decay"])
 
 
 def _rng_state(ctx: DistContext) -> Any:
@@ -203,8 +218,7 @@ def train(cfg: dict[str, Any], out: str | Path, resume: str | Path | bool = Fals
             f"train.batch_size={t['batch_size']} must be divisible by processes x train.accum_steps = {ctx.world} x {t['accum_steps']}"
         )
     local_batch = t["batch_size"] // (ctx.world * t["accum_steps"])
-    if method.name != "clean":
-        adversarial_split(local_batch, t["adv_fraction"], method.name)  # fail before any work
+    method.split(local_batch)  # a batch the method cannot split fails before any work
 
     spec = spec_from_config(cfg, ddc=method.needs_ddc_heads)
     trust_factory(cfg["model"].get("factory"))  # a training config is the user's own
@@ -220,7 +234,7 @@ def train(cfg: dict[str, Any], out: str | Path, resume: str | Path | bool = Fals
         model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
     if t["channels_last"]:
         model = model.to(memory_format=torch.channels_last)
-    optimizer = build_optimizer(model, t)
+    optimizer = optimizer_for(model, t)
     scaler = torch.amp.GradScaler(ctx.device.type, enabled=t["amp"] == "fp16")
     start = 0
     if ckpt is not None:
@@ -270,16 +284,16 @@ def train(cfg: dict[str, Any], out: str | Path, resume: str | Path | bool = Fals
             labels = labels.to(ctx.device, non_blocking=True)
             if t["channels_last"]:
                 images = images.contiguous(memory_format=torch.channels_last)
-            lr = set_poly_lr(optimizer, t, iteration)
+            lr = set_poly_lr(optimizer, t["lr"], iteration, t["iters"], t["poly_power"])
             optimizer.zero_grad(set_to_none=True)
             stats = step_shards(cfg, method, net, model, images, labels, iteration, ctx, scaler)
             scaler.step(optimizer)
             scaler.update()
             done = iteration + 1
             if log is not None and (done % t["log_every"] == 0 or done == t["iters"]):
-                log.write({"iter": done, "lr": lr, "time": time.perf_counter() - tic, **stats})
+                log.write({ITER: done, LR: lr, TIME: time.perf_counter() - tic, **stats})
             bar.update(1)
-            bar.set_postfix(loss=f"{stats['loss']:.3f}")
+            bar.set_postfix(loss=f"{stats[LOSS]:.3f}")
             if done % t["save_every"] == 0 or done == t["iters"]:
                 rng = _rng_state(ctx)
                 if ctx.is_main:

@@ -11,14 +11,14 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-IGNORE = 255
+from ddcat.constants import IGNORE_INDEX
 
 
-def cross_entropy(logits: torch.Tensor, labels: torch.Tensor, ignore_index: int = IGNORE) -> torch.Tensor:
-    """Mean CE over pixels whose label is not ``ignore_index`` (0 when there are none)."""
-    per_pixel = F.cross_entropy(logits.float(), labels, ignore_index=ignore_index, reduction="none")
-    valid = (labels != ignore_index).sum()
-    return per_pixel.sum() / valid.clamp(min=1)
+
+def cross_entropy(logits: torch.Tensor, labels: torch.Tensor, ignore_index: int = IGNORE_INDEX) -> torch.Tensor:
+    """Mean CE over pixels whose label is not ``ignore_index`` (0 when there are none): eq. 3 with
+    every pixel weighted 1."""
+    return routed_cross_entropy(logits, labels, labels.new_ones(()), ignore_index)
 
 
 def routing(mask_logits: torch.Tensor) -> torch.Tensor:
@@ -37,6 +37,10 @@ def boundary_property(b_clean: torch.Tensor, b_adv: torch.Tensor) -> torch.Tenso
     return (b_clean != b_adv).long()
 
 
+#: The divisions of DDC-AT: the paper's and its two ablations (Sec. 6.4).
+DIVISIONS = ("ddcat", "ddcat-m", "ddcat-n")
+
+
 def mask_labels(division: str, b_clean: torch.Tensor, b_adv: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """Mask labels (M_clean, M_adv) for images whose clean/adversarial label maps are given.
 
@@ -47,11 +51,7 @@ def mask_labels(division: str, b_clean: torch.Tensor, b_adv: torch.Tensor) -> tu
     - ``ddcat-n``: only adversarial pixels with the boundary property go to f_a:
       M_clean = 0, M_adv = 1[B_clean != B_adv].
     """
-    return division_masks(division, boundary_property(b_clean, b_adv))
-
-
-def division_masks(division: str, boundary: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """(M_clean, M_adv) of :func:`mask_labels` from the boundary property 1[B_clean != B_adv]."""
+    boundary = boundary_property(b_clean, b_adv)
     zero = torch.zeros_like(boundary)
     if division == "ddcat":
         return boundary, zero
@@ -63,7 +63,7 @@ def division_masks(division: str, boundary: torch.Tensor) -> tuple[torch.Tensor,
 
 
 def routed_cross_entropy(
-    logits: torch.Tensor, labels: torch.Tensor, weight: torch.Tensor, ignore_index: int = IGNORE
+    logits: torch.Tensor, labels: torch.Tensor, weight: torch.Tensor, ignore_index: int = IGNORE_INDEX
 ) -> torch.Tensor:
     """Eqs. 3 / 4: E(CE(logits, y) * weight) with weight = q (main) or p (auxiliary).
 
@@ -75,7 +75,7 @@ def routed_cross_entropy(
 
 
 def mask_loss(
-    mask_logits: torch.Tensor, mask_target: torch.Tensor, labels: torch.Tensor, ignore_void: bool = True, ignore_index: int = IGNORE
+    mask_logits: torch.Tensor, mask_target: torch.Tensor, labels: torch.Tensor, ignore_void: bool = True, ignore_index: int = IGNORE_INDEX
 ) -> torch.Tensor:
     """Eq. 5: CE of the mask head against the mask labels M.
 
@@ -86,14 +86,3 @@ def mask_loss(
     if ignore_void:
         target = torch.where(labels == ignore_index, torch.full_like(target, ignore_index), target)
     return cross_entropy(mask_logits, target, ignore_index)
-
-
-def split_sizes(batch: int, adv_fraction: float) -> tuple[int, int]:
-    """(clean, adversarial) counts: the first floor(m * (1 - f)) images stay clean (Alg. 3 step 7)."""
-    n_clean = int((batch * (1.0 - adv_fraction)) + 1e-9)
-    return n_clean, batch - n_clean
-
-
-def poly_lr(base_lr: float, iteration: int, max_iter: int, power: float = 0.9) -> float:
-    """lr_t = base * (1 - t / T) ** power."""
-    return base_lr * (1.0 - iteration / max_iter) ** power

@@ -2,31 +2,38 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 import torch
 
 from ddcat.models import Segmenter
-from ddcat.training.losses import poly_lr
 
 
-def build_optimizer(model: Segmenter, train_cfg: dict[str, Any]) -> torch.optim.Optimizer:
-    """SGD with momentum (the paper's) or AdamW; trunk at ``lr``, context and heads at ``lr x head_lr_mult``."""
+def build_optimizer(
+    model: Segmenter, kind: str, lr: float, head_lr_mult: float, momentum: float, weight_decay: float
+) -> torch.optim.Optimizer:
+    """SGD with momentum (``kind="sgd"``, the paper's) or AdamW (``"adamw"``); trunk at ``lr``,
+    context and heads at ``lr x head_lr_mult``."""
     new = list(model.new_parameters())
     new_ids = {id(p) for p in new}
     trunk = [p for p in model.parameters() if id(p) not in new_ids]
     groups = [
-        {"params": trunk, "lr": train_cfg["lr"], "lr_mult": 1.0},
-        {"params": new, "lr": train_cfg["lr"] * train_cfg["head_lr_mult"], "lr_mult": train_cfg["head_lr_mult"]},
+        {"params": trunk, "lr": lr, "lr_mult": 1.0},
+        {"params": new, "lr": lr * head_lr_mult, "lr_mult": head_lr_mult},
     ]
-    if train_cfg["optimizer"] == "adamw":
-        return torch.optim.AdamW(groups, lr=train_cfg["lr"], weight_decay=train_cfg["weight_decay"])
-    return torch.optim.SGD(groups, lr=train_cfg["lr"], momentum=train_cfg["momentum"], weight_decay=train_cfg["weight_decay"])
+    if kind == "adamw":
+        return torch.optim.AdamW(groups, lr=lr, weight_decay=weight_decay)
+    if kind != "sgd":
+        raise ValueError(f"unknown optimizer {kind!r}")
+    return torch.optim.SGD(groups, lr=lr, momentum=momentum, weight_decay=weight_decay)
 
 
-def set_poly_lr(optimizer: torch.optim.Optimizer, train_cfg: dict[str, Any], iteration: int) -> float:
-    """Set every group's lr for ``iteration`` (0-based) and return the base lr."""
-    lr = poly_lr(train_cfg["lr"], iteration, train_cfg["iters"], train_cfg["poly_power"])
+def poly_lr(base_lr: float, iteration: int, max_iter: int, power: float = 0.9) -> float:
+    """lr_t = base * (1 - t / T) ** power."""
+    return base_lr * (1.0 - iteration / max_iter) ** power
+
+
+def set_poly_lr(optimizer: torch.optim.Optimizer, base_lr: float, iteration: int, max_iter: int, power: float) -> float:
+    """Set every group's lr for ``iteration`` (0-based) of ``max_iter`` and return the base lr."""
+    lr = poly_lr(base_lr, iteration, max_iter, power)
     for group in optimizer.param_groups:
         group["lr"] = lr * group["lr_mult"]
     return lr

@@ -1,7 +1,7 @@
 """Standard adversarial training (Alg. 1).
 
 The batch keeps its first floor(m (1 - f)) images clean and replaces the rest by their
-adversarial versions (f = ``train.adv_fraction``, 0.5 in the paper). Only the images that enter
+adversarial versions (f = ``adv_fraction``, 0.5 in the paper). Only the images that enter
 the batch as adversarial are attacked.
 """
 
@@ -9,16 +9,29 @@ from __future__ import annotations
 
 import torch
 
-from ddcat.training.base import Method, adversarial_split
+from ddcat.errors import DdcatError
+from ddcat.training.base import AdversarialMethod
+from ddcat.training.trainlog import LOSS
 
 
-class StandardAdversarialTraining(Method):
+class StandardAdversarialTraining(AdversarialMethod):
     name = "sat"
 
+    def split(self, batch: int) -> tuple[int, int]:
+        """A fraction strictly between 0 and 1 needs both parts non-empty (0 and 1 are plain
+        clean training and training on adversarial images only)."""
+        n_clean, n_adv = super().split(batch)
+        if 0.0 < self.adv_fraction < 1.0 and (n_clean == 0 or n_adv == 0):
+            raise DdcatError(
+                f"train.batch_size={batch} is too small to split with train.adv_fraction={self.adv_fraction} "
+                f"({n_clean} clean, {n_adv} adversarial images)"
+            )
+        return n_clean, n_adv
+
     def loss(self, net, model, images, labels, seed=None):
-        n_clean, n_adv = adversarial_split(images.shape[0], self.cfg["train"]["adv_fraction"], self.name)
+        n_clean, n_adv = self.split(images.shape[0])
         if n_adv:
             adv = self.attack(model, images[n_clean:], labels[n_clean:], seed=seed)
             images = torch.cat([images[:n_clean], adv])
         loss, stats = self.supervised_terms(net(images), labels)
-        return loss, {"loss": loss.item(), **stats}
+        return loss, {LOSS: loss.item(), **stats}
