@@ -497,3 +497,11 @@ def test_experiment_file_mistakes(body, phrase, tmp_path, capsys):
     rc, err = run_cli(["experiment", tmp_path / "exp.yaml", "--no-progress", "--out", tmp_path / "out"], capsys)
     assert phrase in one_line_error(rc, err)
     assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize("flag, value, phrase", [("--eps", "-1", "--eps must be"), ("--eps", "4/0", "--eps expects"), ("--alpha", "0", "--alpha must be a finite number > 0")])
+def test_eps_and_alpha_errors_name_the_flag(flag, value, phrase, tmp_path, capsys, clean_run):
+    argv = ["eval", "--no-progress", "--checkpoint", clean_run / "last.pt", "--attack", "bim", "--steps", "1", flag, value, "--out", tmp_path / "o"]
+    rc, err = run_cli(argv, capsys)
+    assert phrase in one_line_error(rc, err)
+    assert not (tmp_path / "o").exists()

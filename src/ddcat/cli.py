@@ -79,7 +79,7 @@ def eval_plan(args: argparse.Namespace):
         attacks=attacks,
         steps=tuple(parse_steps(args.steps)) if attacks else (),
         eps=tuple(dict.fromkeys(eps)),  # repeats once
-        alpha=parse_fraction(args.alpha if args.alpha is not None else DEFAULTS["attack"]["alpha"], "--alpha"),
+        alpha=parse_fraction(args.alpha if args.alpha is not None else DEFAULTS["attack"]["alpha"], "--alpha", positive=True),
         iters=args.iters if args.iters is not None else DEFAULT_ITERS,
         restarts=args.restarts,
         seed=args.seed,

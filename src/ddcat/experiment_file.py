@@ -54,7 +54,7 @@ def check_evaluation(evaluation: dict[str, Any], path: Path) -> dict[str, Any]:
     """Numbers written as fractions (``eps: 4/255``) become floats; budgets must be positive."""
     out = dict(evaluation)
     for key in ("eps", "alpha"):
-        out[key] = parse_fraction(out[key], f"evaluation.{key} in {path}")
+        out[key] = parse_fraction(out[key], f"evaluation.{key} in {path}", positive=key == "alpha")
     if isinstance(out["sea_iters"], bool) or not isinstance(out["sea_iters"], int) or out["sea_iters"] < 1:
         raise DdcatError(f"evaluation.sea_iters in {path} must be an integer >= 1, got {out['sea_iters']!r}")
     return out

@@ -9,8 +9,9 @@ import numbers
 from ddcat.errors import DdcatError
 
 
-def parse_fraction(value: object, name: str = "--eps") -> float:
-    """``'4/255'`` -> 4/255, ``'0.03'`` or ``0.03`` -> 0.03; finite and >= 0."""
+def parse_fraction(value: object, name: str = "--eps", positive: bool = False) -> float:
+    """``'4/255'`` -> 4/255, ``'0.03'`` or ``0.03`` -> 0.03; finite and >= 0 (``positive``: > 0).
+    Errors name ``name`` (the flag or key the value came from)."""
     if isinstance(value, bool):
         raise DdcatError(f"{name} expects a number like 0.03 or 4/255, got {value!r}")
     if isinstance(value, numbers.Real):
@@ -25,8 +26,8 @@ def parse_fraction(value: object, name: str = "--eps") -> float:
                 result = float(text)
         except (ValueError, ZeroDivisionError):
             raise DdcatError(f"{name} expects a number like 0.03 or 4/255, got '{value}'") from None
-    if not math.isfinite(result) or result < 0:
-        raise DdcatError(f"{name} must be a finite number >= 0, got '{value}'")
+    if not math.isfinite(result) or result < 0 or (positive and result == 0):
+        raise DdcatError(f"{name} must be a finite number {'> 0' if positive else '>= 0'}, got '{value}'")
     return result
 
 
