@@ -117,7 +117,6 @@ def load(path: Path):
 
 def val_batch(model_path: Path, n: int):
     from ddcat.checkpoint import load_checkpoint
-    from ddcat.config import load_config
     from ddcat.data import build_dataset
 
     cfg = load_checkpoint(model_path)["config"]

@@ -8,29 +8,28 @@ run ``python -m ddcat`` in a subprocess.
 
 from __future__ import annotations
 
+import errno
 import json
 import os
-import resource
 import shutil
 import signal
 import subprocess
 import sys
 import textwrap
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
 import pytest
 import torch
 
-from ddcat.checkpoint import atomic_save
 from ddcat.cli import main
 from ddcat.config import load_config
-from ddcat.errors import MAX_SHOWN, DdcatError
+from ddcat.errors import MAX_SHOWN
 from ddcat.outdir import OutputFolder
 
-from conftest import NUM_CLASSES, tiny_sets, train_args
+from conftest import NUM_CLASSES, train_args
 
 SRC = Path(__file__).resolve().parents[1] / "src"
 ENV = {**os.environ, "PYTHONPATH": str(SRC), "OMP_NUM_THREADS": "1"}
@@ -331,26 +330,69 @@ def test_second_process_is_refused_by_the_lock(tmp_path):
 
 
 def test_full_disk_mid_run_keeps_the_first_checkpoint(tmp_path, capsys, monkeypatch):
-    import errno
-
-    import ddcat.training.loop as loop
-
-    real = loop.atomic_save
+    """The second checkpoint write fails with ENOSPC inside torch.save: one line, the first
+    checkpoint, the config and the log stay, no temporary is left."""
+    real = torch.save
     calls = {"n": 0}
 
-    def failing_second(obj, path):
+    def failing_second(obj, f, *args, **kwargs):
         calls["n"] += 1
         if calls["n"] == 2:
-            raise DdcatError(f"cannot write {path}: no space left on device")
-        real(obj, path)
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return real(obj, f, *args, **kwargs)
 
-    monkeypatch.setattr(loop, "atomic_save", failing_second)
+    monkeypatch.setattr(torch, "save", failing_second)
     out = tmp_path / "run"
     rc, err = run_cli(train_args(out, extra=["--set", "train.iters=3", "--set", "train.save_every=1"]), capsys)
-    assert "no space left on device" in one_line_error(rc, err)
+    assert "no space left on device" in one_line_error(rc, err) and "last.pt" in err
+    monkeypatch.undo()
     assert (out / "last.pt").is_file() and torch.load(out / "last.pt", weights_only=True)["iteration"] == 1
     assert (out / "config.yaml").is_file() and (out / "train_log.jsonl").is_file()
-    assert errno.ENOSPC  # the real errno path is exercised by test_atomic_save_under_a_file_size_limit
+    assert not list(out.glob("*.tmp")) and not list(out.glob(".*.tmp"))
+
+
+def test_any_write_failing_for_lack_of_space_is_one_line(tmp_path, capsys, monkeypatch):
+    """An OSError outside the checkpoint writer (here: the training log) reaches the command line
+    as one line naming the reason and the file, exit code 2."""
+    from ddcat.training import trainlog
+
+    def full(self, record):
+        raise OSError(errno.ENOSPC, "No space left on device", str(tmp_path / "run" / "train_log.jsonl"))
+
+    monkeypatch.setattr(trainlog.LogWriter, "write", full)
+    rc, err = run_cli(train_args(tmp_path / "run"), capsys)
+    line = one_line_error(rc, err)
+    assert line == f"ddcat: error: no space left on device: {tmp_path / 'run' / 'train_log.jsonl'}"
+
+
+def test_ctrl_c_during_a_checkpoint_write_waits_for_the_write():
+    """SIGINT inside sigint_deferred() is held until the block ends, then raised."""
+    from ddcat.checkpoint import sigint_deferred
+
+    finished = False
+    with pytest.raises(KeyboardInterrupt):
+        with sigint_deferred():
+            os.kill(os.getpid(), signal.SIGINT)
+            time.sleep(0.05)  # the handler runs here; without the deferral KeyboardInterrupt is raised now
+            finished = True
+    assert finished
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+
+
+def test_evaluation_over_zero_labelled_pixels_is_an_error(tmp_path, capsys, voc_run):
+    """An all-ignore validation set used to report mIoU 0.0 with exit 0."""
+    import numpy as np
+    from PIL import Image
+
+    root, run = voc_run
+    copy = Path(shutil.copytree(root, tmp_path / "VOC"))
+    for line in (copy / "list" / "val.txt").read_text().splitlines():
+        label = copy / line.split()[1]
+        Image.fromarray(np.full_like(np.array(Image.open(label)), 255)).save(label)
+    argv = ["eval", "--no-progress", "--checkpoint", run / "last.pt", "--set", f"data.root={copy}", "--out", tmp_path / "o"]
+    rc, err = run_cli(argv, capsys)
+    assert "no labelled pixel" in one_line_error(rc, err)
+    assert not (tmp_path / "o").exists()
 
 
 def test_atomic_save_under_a_file_size_limit(tmp_path):

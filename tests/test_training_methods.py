@@ -1,6 +1,5 @@
 """One iteration of every method on a tiny model: gradients, BatchNorm statistics and cost."""
 
-import copy
 
 import pytest
 import torch

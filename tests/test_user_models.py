@@ -309,3 +309,15 @@ def test_two_gloo_processes_train_a_user_model_like_one_process(tmp_path):
     single = run("single", "--set", "train.accum_steps=2")
     diff = max(float((ddp[k].double() - single[k].double()).abs().max()) for k in ddp if ddp[k].is_floating_point())
     assert diff < 1e-5
+
+
+def test_resume_from_a_user_checkpoint_that_does_not_fit_is_one_line(tmp_path, capsys):
+    cfg = write_config(tmp_path, standin("eighth"), train={"iters": 1})
+    ok(["train", "--config", str(cfg), "--out", str(tmp_path / "run")])
+    ckpt = torch.load(tmp_path / "run" / "last.pt", weights_only=True)
+    key = next(iter(ckpt["model"]))
+    ckpt["model"][key] = torch.zeros(1, 1, 1, 1, 1)
+    torch.save(ckpt, tmp_path / "run" / "last.pt")
+    err = fails(["train", "--config", str(cfg), "--set", "train.iters=2", "--out", str(tmp_path / "run"), "--resume"], capsys,
+                "does not match its model spec")
+    assert str(tmp_path / "run" / "last.pt") in err

@@ -206,7 +206,11 @@ def check_spec(spec: Any, path: str | Path) -> dict[str, Any]:
 
 def check_state_shapes(state: dict[str, torch.Tensor], spec: dict[str, Any], path: str | Path) -> None:
     """Compare a state dict with the spec's model, built on the ``meta`` device (no memory):
-    a missing or unexpected key, or a shape mismatch, is an error naming the first one."""
+    a missing or unexpected key, or a shape mismatch, is an error naming the first one. A user
+    model's spec is not checked here (its skeleton would run the user's factory an extra time):
+    :func:`load_state`'s strict load names its mismatch."""
+    if user_models.is_user_spec(spec):
+        return
     with torch.device("meta"):
         skeleton = build_from_spec(spec).state_dict()
     mismatch = first_mismatch(state, skeleton)
@@ -233,16 +237,18 @@ def load_model(path: str | Path, expect: dict[str, Any] | None = None) -> tuple[
             raise DdcatError(f"checkpoint {path} has {key}={show(spec.get(key))}, expected {want!r}")
     if user_models.is_user_spec(spec):
         user_models.check_trusted(spec["factory"], path)
-        model = build_from_spec(spec)
-        try:
-            model.load_state_dict(ckpt["model"], strict=True)
-        except RuntimeError as exc:
-            raise DdcatError(f"checkpoint {path} does not match its model spec: {_first_line(exc)}") from None
-        return model, ckpt
     check_state_shapes(ckpt["model"], spec, path)
     model = build_from_spec(spec)
-    model.load_state_dict(ckpt["model"], strict=True)
+    load_state(model, ckpt["model"], path)
     return model, ckpt
+
+
+def load_state(model: torch.nn.Module, state: dict[str, torch.Tensor], path: str | Path) -> None:
+    """``model.load_state_dict(state, strict=True)``; a mismatch is a one-line error naming the file."""
+    try:
+        model.load_state_dict(state, strict=True)
+    except RuntimeError as exc:
+        raise DdcatError(f"checkpoint {path} does not match its model spec: {_first_line(exc)}") from None
 
 
 def check_resumable(ckpt: dict[str, Any], path: str | Path) -> None:

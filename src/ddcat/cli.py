@@ -20,7 +20,7 @@ import sys
 from pathlib import Path
 
 from ddcat.constants import ALPHA, EPS
-from ddcat.errors import DdcatError, Interrupted, show
+from ddcat.errors import DdcatError, Interrupted
 from ddcat.outdir import RUN_CHECKPOINTS, OutputFolder, check_writable_file, check_writable_folder
 
 def cmd_train(args: argparse.Namespace) -> int:
@@ -267,7 +267,7 @@ def main(argv: list[str] | None = None) -> int:
             reason = "no space left on device"
         else:
             reason = exc.strerror or type(exc).__name__
-        where = f": {show(exc.filename)[1:-1]}" if exc.filename else ""
+        where = f": {exc.filename}" if exc.filename else ""  # a path from the OS: at most PATH_MAX
         print(f"ddcat: error: {reason}{where}", file=sys.stderr)
         return 2
     finally:

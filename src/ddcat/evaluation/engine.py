@@ -191,14 +191,15 @@ def evaluate(
         bar.update(images.shape[0] * ctx.world)
     bar.close()
     count = all_reduce_sum(torch.tensor([n_images], dtype=torch.int64), ctx)
-    records = []
-    if settings and int(all_reduce_sum(matrices[settings[0].key()].matrix.clone(), ctx).sum()) == 0:
+    totals = {s.key(): all_reduce_sum(matrices[s.key()].matrix.clone(), ctx) for s in settings}
+    if settings and int(totals[settings[0].key()].sum()) == 0:
         raise DdcatError(
             f"the evaluation saw {int(count.item())} images and no labelled pixel (every label is {IGNORE_INDEX} = ignore, or "
             "no image was read): its metrics would be meaningless; check the data and eval.max_images"
         )
+    records = []
     for s in settings:
-        matrix = all_reduce_sum(matrices[s.key()].matrix.clone(), ctx)
+        matrix = totals[s.key()]
         record = {
             "attack": s.attack_name,
             "steps": s.steps,

@@ -36,7 +36,7 @@ def is_user_spec(spec: dict[str, Any]) -> bool:
 # a config this process trains or evaluates (trust() is called there), or a checkpoint the user
 # vouches for with --trust-factory (trust_all()).
 _TRUSTED: set[str] = set()
-_TRUST_ALL = [False]
+_trust_all = False
 
 
 def trust(factory: str | None) -> None:
@@ -48,11 +48,12 @@ def trust(factory: str | None) -> None:
 def trust_all(on: bool = True) -> None:
     """``--trust-factory``: run the factories the checkpoints of this command name (the command
     line sets it for each command, on or off)."""
-    _TRUST_ALL[0] = bool(on)
+    global _trust_all
+    _trust_all = bool(on)
 
 
 def check_trusted(factory: str, source: str | Path) -> None:
-    if not (_TRUST_ALL[0] or factory in _TRUSTED):
+    if not (_trust_all or factory in _TRUSTED):
         raise DdcatError(
             f"checkpoint {source} names model.factory '{factory}', code that ddcat would run to rebuild the model; "
             "pass --trust-factory if you trust this checkpoint, or evaluate with --config naming that factory"

@@ -34,6 +34,7 @@ from ddcat.checkpoint import (
     check_resumable,
     check_state_shapes,
     load_checkpoint,
+    load_state,
     spec_from_config,
     write_error,
 )
@@ -238,7 +239,7 @@ def train(cfg: dict[str, Any], out: str | Path, resume: str | Path | bool = Fals
     scaler = torch.amp.GradScaler(ctx.device.type, enabled=t["amp"] == "fp16")
     start = 0
     if ckpt is not None:
-        model.load_state_dict(ckpt["model"])
+        load_state(model, ckpt["model"], path)
         optimizer.load_state_dict(ckpt["optimizer"])
         start = int(ckpt["iteration"])
         _set_rng_state(ckpt["rng"], ctx)
