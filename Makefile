@@ -2,6 +2,8 @@
 # install the CPU build of torch (override with TORCH=...) and ddcat with its test extras.
 PYTHON ?= python3
 TORCH ?= torch==2.13.0
+# Test workers (pytest-xdist): one per core by default, each torch process one thread (tests/conftest.py).
+TEST_WORKERS ?= auto
 VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.ddcat-installed
@@ -26,7 +28,7 @@ demo-quick: $(STAMP)
 	$(PY) -m ddcat demo --quick --out demo_out/quick
 
 test: $(STAMP)
-	$(PY) -m pytest tests
+	$(PY) -m pytest tests -n $(TEST_WORKERS) --dist loadfile --durations=15
 
 bench: $(STAMP)
 	$(PY) benchmarks/run.py

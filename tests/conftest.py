@@ -7,6 +7,14 @@ that changes a run (``--resume``) copies it to its own ``tmp_path`` first.
 
 from __future__ import annotations
 
+import os
+
+# One thread per test process (pytest-xdist runs one worker per core), set before torch loads so
+# that the OpenMP runtime sees it; subprocesses of the tests inherit it. See ddcat/threads.py.
+os.environ["DDCAT_THREADS"] = "1"
+os.environ["OMP_NUM_THREADS"] = "1"
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
 import shutil
 from pathlib import Path
 

@@ -29,6 +29,7 @@ GROUND = (
     "ddcat.distributed",
     "ddcat.runinfo",
     "ddcat.experiment_file",
+    "ddcat.threads",
 )
 
 # layer -> the modules (or packages, with everything under them) it may import besides itself

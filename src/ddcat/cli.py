@@ -188,6 +188,11 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--set", action="extend", nargs="+", metavar="KEY=VALUE", help="override config keys: --set a=1 b=2 (repeatable)")
         p.add_argument("--device", default=None, help="torch device (default: cuda when available, else cpu)")
         p.add_argument("--no-progress", action="store_true", help="no progress bars")
+        threads(p)
+
+    def threads(p: argparse.ArgumentParser) -> None:
+        p.add_argument("--threads", default=None, metavar="N",
+                       help="CPU threads of this process (default: $DDCAT_THREADS, else the available cores divided by torchrun's local ranks)")
 
     p = sub.add_parser("train", help="train a model (clean, sat, ddcat, ddcat-m, ddcat-n)")
     p.add_argument("--config", default=None, help="YAML config file (default: built-in synthetic defaults)")
@@ -225,11 +230,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("output")
     p.add_argument("--overwrite", action="store_true", help="replace OUTPUT if it exists")
     p.add_argument("--trust-factory", action="store_true", help="run the model.factory a user-model checkpoint names (it is code)")
+    threads(p)
     p.set_defaults(fn=cmd_export)
 
     p = sub.add_parser("plot-train", help="plot losses and DDC-AT routing shares of a training run")
     p.add_argument("run", help="training output folder (holds train_log.jsonl)")
     p.add_argument("--out", default=None, help="folder for the PNGs (default: the run folder)")
+    threads(p)
     p.set_defaults(fn=cmd_plot_train)
 
     p = sub.add_parser("experiment", help="run a grid of (method, model, seed) trainings and evaluations")
@@ -250,10 +257,13 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    from ddcat.models.user import trust_all
-
-    trust_all(getattr(args, "trust_factory", False))
     try:
+        from ddcat.threads import configure_threads
+
+        configure_threads(args.threads)  # before anything imports torch: see ddcat/threads.py
+        from ddcat.models.user import trust_all
+
+        trust_all(getattr(args, "trust_factory", False))
         return args.fn(args)
     except DdcatError as exc:
         print(f"ddcat: error: {exc}", file=sys.stderr)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import platform
 import socket
 import subprocess
@@ -50,6 +51,8 @@ def run_record(cfg: dict[str, Any], kind: str, extra: dict[str, Any] | None = No
         "host": socket.gethostname(),
         "platform": platform.platform(),
         "versions": versions(),
+        "threads": torch.get_num_threads(),  # ddcat.threads chose it (--threads / DDCAT_THREADS)
+        "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY"),
         "git_commit": git_commit(),
         **(extra or {}),
     }
