@@ -123,3 +123,17 @@ def voc_run(tmp_path_factory) -> tuple[Path, Path]:
     rc = cli_main(["train", "--no-progress", "--out", str(out), *voc_sets(root)])
     assert rc == 0
     return root, out
+
+
+def pytest_collection_modifyitems(session, config, items):
+    """Files holding ``slow`` tests first, the longest pole (the trained-network integration
+    tests) at the head: pytest-xdist (``--dist loadfile``) hands out files in this order, so the
+    long ones start at once instead of leaving one worker busy after the other has finished."""
+    slow_files = {item.path for item in items if item.get_closest_marker("slow")}
+
+    def rank(item):
+        if item.path.name == "test_robustness_integration.py":
+            return 0
+        return 1 if item.path in slow_files else 2
+
+    items.sort(key=rank)  # stable: the order inside each group stays pytest's
