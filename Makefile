@@ -1,7 +1,9 @@
 # Set-up commands: `make demo` and `make test` create .venv when it is missing,
-# install the CPU build of torch (override with TORCH=...) and ddcat with its test extras.
+# install torch (override with TORCH=...; a build that lives on another package index, such as
+# PyTorch's CUDA wheels, also needs TORCH_INDEX=URL) and ddcat with its test extras.
 PYTHON ?= python3
 TORCH ?= torch==2.13.0
+TORCH_INDEX ?=
 # Test workers (pytest-xdist): one per core by default, each torch process one thread (tests/conftest.py).
 TEST_WORKERS ?= auto
 VENV := .venv
@@ -15,8 +17,9 @@ $(PY):
 
 $(STAMP): $(PY) pyproject.toml
 	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q "$(TORCH)"
+	$(PY) -m pip install -q $(if $(TORCH_INDEX),--extra-index-url $(TORCH_INDEX)) "$(TORCH)"
 	$(PY) -m pip install -q -e ".[test]"
+	$(PY) -m pip install -q --no-deps adv-lib==0.2.8
 	touch $(STAMP)
 
 install: $(STAMP)

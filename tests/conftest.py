@@ -50,6 +50,20 @@ def train_args(out: Path, method: str = "clean", num_classes: int = NUM_CLASSES,
 
 
 @pytest.fixture(autouse=True, scope="session")
+def _data_check_cache(tmp_path_factory):
+    """The data check's cache (ddcat.data.check.cache_path) under the session's temporary folder, not ~/.cache."""
+    import os
+
+    old = os.environ.get("DDCAT_CACHE")
+    os.environ["DDCAT_CACHE"] = str(tmp_path_factory.mktemp("ddcat-cache"))
+    yield
+    if old is None:
+        os.environ.pop("DDCAT_CACHE", None)
+    else:
+        os.environ["DDCAT_CACHE"] = old
+
+
+@pytest.fixture(autouse=True, scope="session")
 def _one_thread():
     """Tiny tensors on a shared 2-core machine: intra-op threads only cost."""
     threads = torch.get_num_threads()

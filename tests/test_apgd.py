@@ -18,9 +18,6 @@ from ddcat.attacks import (
     WorstCase,
     apgd_checkpoints,
     build_attack,
-    greedy_miou_selection,
-    miou_of_confusions,
-    per_image_confusions,
     should_halve,
 )
 from ddcat.attacks import losses as L
@@ -28,6 +25,7 @@ from ddcat.attacks.apgd import red_eps_stages
 from ddcat.attacks.projection import ball_bounds
 from ddcat.attacks.scoring import Score
 from ddcat.errors import DdcatError
+from ddcat.metrics import counts_of_confusions, greedy_miou_selection, miou_of_confusions, per_image_confusions
 from ddcat.metrics import metrics_from_confusion
 
 K = 4
@@ -116,12 +114,25 @@ def paper_checkpoints(n: int) -> list[int]:
     return sorted({math.ceil(q * n - 1e-9) for q in p})
 
 
-def reference_apgd(model, images, labels, eps, n_iter, loss, start, track="ce"):
+def reference_apgd(model, images, labels, eps, n_iter, loss, start, track="ce", norm="linf"):
     """Croce & Hein's Algorithm 1 written out, per image in plain Python control flow (the model is
     called on the stacked points of all images). Returns the list of evaluated points (each
-    ``(N, C, H, W)``), the iterate with the fewest correct pixels per image, and x_max."""
+    ``(N, C, H, W)``), the iterate with the fewest correct pixels per image, and x_max.
+    ``norm="l2"``: their APGD-L2, with the ``cospgd`` package's L2 step and projection."""
     n = images.shape[0]
     lower, upper = ball_bounds(images, eps)
+    if norm == "l2":
+        from cospgd import functions as cf
+
+    def step(i, eta_i, g_i):  # P(x_i + eta_i * direction(g_i))
+        if norm == "l2":
+            return cf.step_l2(x[i][None], eps, g_i[None].clone(), images[i][None], eta_i, False)[0]
+        return torch.min(torch.max(x[i] + eta_i * g_i.sign(), lower[i]), upper[i])
+
+    def project(i, v):
+        if norm == "l2":
+            return (images[i] + cf.lp_normalize((v - images[i])[None], 2, eps, decrease_only=True)[0]).clamp(0, 1)
+        return torch.min(torch.max(v, lower[i]), upper[i])
 
     def P(v):
         return torch.min(torch.max(v, lower), upper)
@@ -150,12 +161,11 @@ def reference_apgd(model, images, labels, eps, n_iter, loss, start, track="ce"):
     for k in range(n_iter):
         new = torch.empty_like(x)
         for i in range(n):
-            z = torch.min(torch.max(x[i] + eta[i] * g[i].sign(), lower[i]), upper[i])
+            z = step(i, eta[i], g[i])
             if k == 0:
                 new[i] = z
             else:
-                v = x[i] + 0.75 * (z - x[i]) + 0.25 * (x[i] - x_prev[i])
-                new[i] = torch.min(torch.max(v, lower[i]), upper[i])
+                new[i] = project(i, x[i] + 0.75 * (z - x[i]) + 0.25 * (x[i] - x_prev[i]))
         x_prev, x = x, new
         g, f, sc = evaluate(x, k + 1, grad=k + 1 < n_iter)
         points.append(x.clone())
@@ -309,7 +319,9 @@ def test_attacks_are_values():
     s = SEA(eps=0.03, steps=5, spherical=True, class_counts=torch.tensor([3, 1, 2, 2]))
     assert s == SEA(eps=0.03, steps=5, spherical=True, class_counts=[3, 1, 2, 2]) and hash(s)
     assert [m.loss for m in s.members] == ["masked-ce", "balanced-masked-ce", "js", "masked-spherical"]
-    assert all(m.red_eps and m.steps == 5 and m.class_counts == (3.0, 1.0, 2.0, 2.0) for m in s.members)
+    assert all(m.red_eps and m.steps == 5 for m in s.members)
+    # class counts reach only the balanced member (the others equal standalone APGD values)
+    assert [m.class_counts for m in s.members] == [None, (3.0, 1.0, 2.0, 2.0), None, None]
     assert repr(PGD(0.03, 0.01, 3)).startswith("PGD(eps=0.03, alpha=0.01, steps=3,")
     assert SegPGD(0.03, 0.01, 3) == PGD(0.03, 0.01, 3, loss="segpgd")
     assert CosPGD(0.03, 0.01, 3) == PGD(0.03, 0.01, 3, loss="cospgd")
@@ -331,7 +343,7 @@ def test_attacks_are_values():
         (lambda: SEA(losses="js"), "sequence"),
         (lambda: SEA(losses=()), "at least one"),
         (lambda: build_attack("apgd", 0.03, alpha=0.01, steps=3, momentum=0.9), "momentum"),
-        (lambda: greedy_miou_selection(torch.zeros(2, 3, 4)), r"\(A, N, K, K\)"),
+        (lambda: greedy_miou_selection(torch.zeros(2, 3, 4)), r"\(A, N, 3, K\)"),
     ],
 )
 def test_bad_arguments(make, pattern):
@@ -373,7 +385,7 @@ def test_greedy_strictly_improves_on_the_best_single_attack():
     single = miou_of_confusions(conf.sum(1))
     # A in total: [[0, 10], [0, 10]]: IoU_0 = 0 / 10, IoU_1 = 10 / (10 + 20 - 10) -> mIoU 0.25; B alike
     assert single.tolist() == pytest.approx([0.25, 0.25])
-    choice, value = greedy_miou_selection(conf, rounds=5, seed=0)
+    choice, value = greedy_miou_selection(counts_of_confusions(conf), rounds=5, seed=0)
     assert choice.tolist() == [0, 1] and value == 0.0  # A on image 0, B on image 1: everything wrong
     assert value < float(single.min())
 
@@ -382,7 +394,7 @@ def test_greedy_strictly_improves_on_the_best_single_attack():
 def test_greedy_never_reports_more_than_the_best_member(seed):
     g = torch.Generator().manual_seed(seed)
     conf = torch.randint(0, 6, (3, 7, 4, 4), generator=g)
-    choice, value = greedy_miou_selection(conf, rounds=3, seed=seed)
+    choice, value = greedy_miou_selection(counts_of_confusions(conf), rounds=3, seed=seed)
     assert value <= float(miou_of_confusions(conf.sum(1)).min()) + 1e-12
     chosen = conf[choice, torch.arange(7)].sum(0)
     assert value == pytest.approx(float(miou_of_confusions(chosen)), abs=1e-12)  # the reported value is the choice's
@@ -449,7 +461,7 @@ def test_sea_is_at_least_as_strong_as_the_pgd_family(trained, eps):
             assert bool((chosen.bad <= Score.of(net(m(net, images, labels)), labels, False).bad).all())
     # the greedy mIoU worst case over the members: never above the best member's mIoU
     conf = torch.stack([per_image_confusions(net(m(net, images, labels)).argmax(1), labels, K) for m in sea.members])
-    _, greedy = greedy_miou_selection(conf, rounds=5)
+    _, greedy = greedy_miou_selection(counts_of_confusions(conf), rounds=5)
     assert greedy <= min(float(miou_of_confusions(c.sum(0))) for c in conf) + 1e-12
 
 

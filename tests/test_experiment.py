@@ -24,6 +24,9 @@ def tiny_experiment(tmp_path: Path, **evaluation) -> Path:
     spec["set"] = TINY_SET
     spec["evaluation"].update({"steps": [1, 2], "strong": ["pgd", "worst", "sea"], "strong_steps": 2, "sea_iters": 2, "qualitative": 2, **evaluation})
     spec.pop("quick")
+    spec.pop("extra_runs", None)  # the noise-trained run and its certification: tests/test_certification.py
+    if "certify" not in evaluation:
+        spec["evaluation"].pop("certify", None)
     path = tmp_path / "tiny.yaml"
     path.write_text(yaml.safe_dump(spec))
     return path
@@ -71,6 +74,17 @@ def test_demo_grid_end_to_end_and_reuse(tmp_path, capsys):
     for run in results["runs"]:
         folder = Path(run["dir"])
         assert (folder / "config.yaml").exists() and (folder / "run.json").exists() and (folder / "last.pt").exists()
+
+    # ddcat report over the run folders writes the same report (header and training-time order aside)
+    assert main(["report", str(out / "runs"), str(out / "qualitative.npz"), "--out", str(tmp_path / "rep")]) == 0
+    gathered = (tmp_path / "rep" / "report.md").read_text()
+
+    def body(text: str) -> str:
+        text = text[text.index("## Table 1"):]
+        return text[:text.index("## Training time")] + text[text.index("## Appendix"):]
+
+    assert body(gathered) == body(report)
+    assert "## Lowest bound per model" in report and "the strongest evaluation present" in report
 
     # a rerun reuses every training run and every cached evaluation
     assert main(["experiment", str(path), "--out", str(out), "--no-progress"]) == 0
@@ -120,3 +134,38 @@ def test_bad_experiment_files(tmp_path):
     bad.write_text("models: {pspnet: {}}\nmethods: []\nseeds: [0]\n")
     with pytest.raises(DdcatError, match="methods"):
         load_experiment(bad)
+
+
+def test_list_and_shard(tmp_path, capsys):
+    """--list names every run with its commands; --shard I/N trains only the runs with index I mod N,
+    under the lock of each run folder; the transfer evaluation waits for its substitutes."""
+    spec = yaml.safe_load(tiny_experiment(tmp_path).read_text())
+    spec.update(models={"pspnet": {"model": {"arch": "pspnet"}}, "deeplabv3": {"model": {"arch": "deeplabv3"}}}, methods=["sat"], seeds=[0])
+    spec["set"]["train"]["iters"] = 1
+    spec["evaluation"].update(strong=[], steps=[1], qualitative=0)
+    path = tmp_path / "grid.yaml"
+    path.write_text(yaml.safe_dump(spec))
+    out = tmp_path / "out"
+    assert main(["experiment", str(path), "--out", str(out), "--list"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    heads = [line for line in lines if not line.startswith(" ")]
+    assert [h.split()[0] for h in heads] == ["0", "1"]
+    ids = [h.split()[1] for h in heads]
+    assert sum("ddcat train --config" in line for line in lines) == 2 and sum("--transfer-from" in line for line in lines) == 2
+    assert all((out / "configs" / f"{i}.yaml").is_file() for i in ids) and not (out / "runs").exists()
+    from ddcat.cli import build_parser
+    from ddcat.config import load_config
+
+    runs = {r.id: r for r in load_experiment(path)["runs"]}
+    assert all(load_config(out / "configs" / f"{i}.yaml") == runs[i].cfg for i in ids)  # `ddcat train --config` trains the same run
+    for line in lines:
+        if line.startswith("  ddcat "):
+            _, unknown = build_parser().parse_known_args(line.split()[1:])
+            assert not unknown, line
+    assert main(["experiment", str(path), "--out", str(out), "--shard", "1/2", "--no-progress"]) == 0
+    assert "transfer evaluation skipped" in capsys.readouterr().err
+    assert (out / "runs" / ids[1] / "last.pt").is_file() and not (out / "runs" / ids[0]).exists()
+    assert main(["experiment", str(path), "--out", str(out), "--shard", "0/2", "--no-progress"]) == 0
+    assert list((out / "runs" / ids[0] / "eval").glob("transfer-*.json"))
+    for bad in ("2/2", "x", "1/0"):
+        assert main(["experiment", str(path), "--out", str(out), "--shard", bad]) == 2

@@ -227,8 +227,11 @@ def test_findings_follow_the_numbers(results):
     n5 = next(s for s in text if s.startswith("PSPNet, white-box BIM n=5:"))
     assert "DDC-AT does not beat SAT" in n5 and "0.110 lower" in n5
     assert "DDC-AT does not beat SAT at n=5." in joined
-    # DeepLabv3: DDC-AT wins everywhere, clearly
-    assert not any(s.startswith("DeepLabv3") and "DDC-AT does not beat SAT" in s for s in text)
+    # DeepLabv3: DDC-AT wins everywhere under BIM, clearly
+    assert not any(s.startswith("DeepLabv3") and "DDC-AT does not beat SAT" in s for s in text if "strongest evaluation" not in s)
+    # ... but not under the strongest evaluation present: the per-image worst case, 0.05 +- 0.01 vs 0.10 +- 0.01
+    strongest = next(s for s in text if s.startswith("DeepLabv3, the strongest evaluation present"))
+    assert "DDC-AT does not beat SAT; it is 0.050 lower (DDC-AT 0.050 \u00b1 0.010 vs SAT 0.100 \u00b1 0.010)" in strongest
     assert "DeepLabv3, white-box summary: DDC-AT beats SAT at 7 of 7 step counts (by more than the larger std at n=1, 2, 3, 4, 5, 6, 7)." in text
     # SAT vs No Defense at n=7: wins on PSPNet, loses on DeepLabv3
     assert any(s.startswith("PSPNet, white-box BIM n=7: SAT beats No Defense by 0.200") for s in text)
@@ -246,7 +249,7 @@ def test_findings_flip_when_the_numbers_flip(results):
                 if r["steps"] in (5, 6):
                     r["mIoU"] = 0.9
     text = findings(flipped)
-    assert not any(s.startswith("PSPNet") and "DDC-AT does not beat SAT" in s for s in text)
+    assert not any(s.startswith("PSPNet") and "DDC-AT does not beat SAT" in s for s in text if "strongest evaluation" not in s)
     assert "PSPNet, white-box summary: DDC-AT beats SAT at 7 of 7 step counts" in "\n".join(text)
     # and the other way round: DDC-AT equal to SAT is not a win
     tied = copy.deepcopy(results)

@@ -93,8 +93,9 @@ def _atomic_save(obj: Any, path: Path) -> None:
             os.fsync(fh.fileno())
         os.replace(tmp, path)
     except (OSError, RuntimeError) as exc:
+        error = write_error(path, exc)  # before the temporary is deleted: it is what filled the disk
         _unlink(tmp)
-        raise write_error(path, exc) from None
+        raise error from None
     except BaseException:
         _unlink(tmp)
         raise

@@ -16,6 +16,7 @@ from typing import Any
 
 import yaml
 
+from ddcat.attacks.registry import names as attack_names
 from ddcat.constants import ALPHA, EPS
 from ddcat.errors import DdcatError, show
 
@@ -31,7 +32,7 @@ DEFAULTS: dict[str, Any] = {
         "output_stride": 8,  # 8 or 16
         "head_channels": 0,  # 0 = derive from the trunk (512 for PSPNet, 256 for DeepLabv3 at width 64)
         "dropout": 0.1,
-        "pretrained": None,  # path to a torchvision-style ResNet state dict
+        "pretrained": None,  # path to a torchvision-style ResNet state dict, or a ddcat checkpoint (every weight)
         # --- the paper code's trunk and heads (docs/protocol.md); defaults = ddcat's historical model
         "dilation": "torchvision",  # torchvision (first block of a dilated stage keeps the previous rate) | paper (every block)
         "stem_width": 0,  # deep stem widths s, s, 2s (0 = width // 2; the paper's code: 64)
@@ -45,12 +46,13 @@ DEFAULTS: dict[str, Any] = {
         "ddc_head": None,  # dotted path of the module producing the logits, for DDC-AT (e.g. decode_head.classifier)
     },
     "data": {
-        "name": "synthetic",  # synthetic | voc | cityscapes | list
+        "name": "synthetic",  # synthetic | voc | cityscapes | ade20k | list
         "root": None,  # data root for list-file datasets
         "num_classes": 6,
         "train_list": None,  # list files, relative to root (defaults per dataset)
         "val_list": None,
         "allow_outside_root": False,  # list files may name absolute or '..' paths
+        "check": True,  # check every listed file (headers, label values) before the first write (data/check.py)
         "seed": 0,  # content of the synthetic dataset (fixed across runs; the run seed drives augmentation)
         "image_size": 64,  # synthetic images are image_size x image_size
         "num_train": 512,
@@ -65,7 +67,7 @@ DEFAULTS: dict[str, Any] = {
         "rotate_prob": 1.0,  # probability of rotating a training sample (the paper's code: 0.5)
     },
     "train": {
-        "method": "clean",  # clean | sat | ddcat | ddcat-m | ddcat-n
+        "method": "clean",  # clean | sat | ddcat | ddcat-m | ddcat-n | fgsm-rs | free
         "iters": 300,
         "batch_size": 8,  # global batch, over all processes
         "accum_steps": 1,  # micro-batches per process and iteration (gradient accumulation)
@@ -87,12 +89,21 @@ DEFAULTS: dict[str, Any] = {
         "amp": "off",  # off | bf16 | fp16
         "channels_last": False,
         "compile": False,
+        # Gaussian-noise augmentation (a base model for `ddcat certify`): std in [0, 1] pixel units
+        # added to the clean share of the batch (the whole batch for clean; sat's clean images)
+        "noise_sigma": 0.0,
+        # --- single-step and free adversarial training, the watch for false robustness (docs/recipes.md)
+        "free_replays": 4,  # m of free AT (Shafahi et al. 2019): replays of each batch; train.iters counts replays
+        "robust_check_every": 0,  # every N iterations: PGD-10 and the training attack on held-out images (0 = off)
+        "robust_check_images": 16,  # the first N validation images, fixed for the run
     },
     "attack": {  # the attack used during adversarial training
-        "name": "bim",  # bim | pgd | segpgd
+        "name": "bim",  # an attack the registry allows for training (CHOICES)
         "eps": EPS,
         "alpha": ALPHA,
         "steps": 3,
+        "fgsm_rs_step": 1.25,  # fgsm-rs (Wong et al. 2020): step size as a multiple of eps (1.25 = the published setting)
+        "precision": "fp32",  # fp32 | bf16: the training attack's forwards (DDC-AT's B_clean and B_adv too)
     },
     "eval": {
         "mode": "whole",  # whole | slide
@@ -107,6 +118,7 @@ DEFAULTS: dict[str, Any] = {
         "pad": "zero",  # zero (bottom/right) | mean (centred, mean colour): images smaller than a window
         "average": "logits",  # logits | softmax: what overlapping windows and flips average
         "attack_per_crop": False,  # attack each window on its own, as the paper's code (weaker than whole-image)
+        "norm": "linf",  # threat model of ddcat eval's attacks: linf | l2 (eps in pixel units either way)
     },
 }
 
@@ -126,11 +138,12 @@ _NULLABLE: dict[str, tuple[type, ...]] = {
 CHOICES: dict[str, tuple[str, ...]] = {
     "model.arch": ("pspnet", "deeplabv3"),
     "model.backbone": ("resnet18", "resnet50", "resnet101"),
-    "data.name": ("synthetic", "voc", "cityscapes", "list"),
-    "train.method": ("clean", "sat", "ddcat", "ddcat-m", "ddcat-n"),
+    "data.name": ("synthetic", "voc", "cityscapes", "ade20k", "list"),
+    "train.method": ("clean", "sat", "ddcat", "ddcat-m", "ddcat-n", "fgsm-rs", "free"),
     "train.amp": ("off", "bf16", "fp16"),
     "train.optimizer": ("sgd", "adamw"),
-    "attack.name": ("bim", "pgd", "segpgd"),
+    "attack.name": (*attack_names(train=True), "fgsm-rs"),  # the registry's training attacks, and fgsm-rs (training/fgsm_rs.py)
+    "attack.precision": ("fp32", "bf16"),
     "eval.mode": ("whole", "slide"),
     "protocol": ("default", "paper"),
     "model.dilation": ("torchvision", "paper"),
@@ -138,6 +151,7 @@ CHOICES: dict[str, tuple[str, ...]] = {
     "eval.score_at": ("input", "base"),
     "eval.pad": ("zero", "mean"),
     "eval.average": ("logits", "softmax"),
+    "eval.norm": ("linf", "l2"),
     "model.output_stride": (8, 16, 32),
     "model.deep_sup_kernel": (1, 3),
 }
@@ -158,6 +172,7 @@ PRESETS: dict[str, dict[str, Any]] = {
         "model.deep_sup_kernel": lambda cfg: 1 if cfg["model"]["arch"] == "deeplabv3" else 3,
         "data.fill": "mean",
         "data.rotate_prob": 0.5,
+        "train.mask_ignore": False,  # the paper's mask loss counts void and padding pixels
         "eval.mode": "slide",
         "eval.flip": True,
         "eval.base_size": lambda cfg: PAPER_BASE_SIZE.get(cfg["data"]["name"], 0),
@@ -196,6 +211,9 @@ class Range:
 
 AT_LEAST_0, AT_LEAST_1, POSITIVE = Range(0), Range(1), Range(0, open_lo=True)
 
+#: Methods whose attack takes one step whatever ``attack.steps`` says (its value is not read).
+SINGLE_STEP_METHODS = ("fgsm-rs", "free")
+
 #: Every numeric key's allowed values (every float key must also be finite). A bounded
 #: ``model.width`` keeps a crafted config or checkpoint from asking for a huge allocation.
 RANGES: dict[str, Range] = {
@@ -228,9 +246,14 @@ RANGES: dict[str, Range] = {
     "train.lambda_mask": AT_LEAST_0,
     "train.save_every": AT_LEAST_1,
     "train.log_every": AT_LEAST_1,
+    "train.noise_sigma": Range(0.0, 10.0),
     "attack.eps": Range(0.0, 1.0),
     "attack.alpha": Range(0.0, 1.0, open_lo=True),
     "attack.steps": Range(0, 10000),
+    "attack.fgsm_rs_step": POSITIVE,
+    "train.free_replays": Range(1, 1000),
+    "train.robust_check_every": AT_LEAST_0,
+    "train.robust_check_images": Range(1, 100000),
     "eval.crop_size": Range(0, 8192),
     "eval.stride_rate": Range(0.0, 1.0, open_lo=True),
     "eval.batch_size": AT_LEAST_1,
@@ -492,10 +515,12 @@ def validate(cfg: dict[str, Any]) -> None:
         for key in _USER_MODEL_KEYS:
             if cfg["model"].get(key) is not None:
                 raise DdcatError(f"config key 'model.{key}' applies to model.factory models only; set model.factory too")
+    if t["noise_sigma"] > 0 and t["method"] not in ("clean", "sat"):
+        raise DdcatError(f"config key 'train.noise_sigma' ({t['noise_sigma']}) applies to --method clean and sat only, not {t['method']}")
     if d["scale_min"] > d["scale_max"]:
         raise DdcatError(f"config key 'data.scale_min' ({d['scale_min']}) must not exceed 'data.scale_max' ({d['scale_max']})")
     if t["method"] != "clean" and t["adv_fraction"] > 0:
-        if a["steps"] == 0:
+        if a["steps"] == 0 and t["method"] not in SINGLE_STEP_METHODS and a["name"] != "fgsm-rs":
             raise DdcatError(f"config key 'attack.steps' is 0 for --method {t['method']}: the 'adversarial' images would be clean; use --method clean or steps >= 1")
         if a["eps"] == 0:
             raise DdcatError(f"config key 'attack.eps' is 0 for --method {t['method']}: the 'adversarial' images would be clean; use --method clean or eps > 0")

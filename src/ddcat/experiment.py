@@ -22,6 +22,7 @@ import numpy as np
 import torch
 
 from ddcat.attacks import BIM
+from ddcat.certification import CertifyPlan, certify_model
 from ddcat.checkpoint import load_checkpoint
 from ddcat.data import build_dataset
 from ddcat.distributed import DistContext, pick_device
@@ -50,14 +51,14 @@ def ensure_trained(run: Run, root: Path, device: str | None, progress: bool) -> 
     folder = root / "runs" / run.id
     last = folder / "last.pt"
     timing = folder / "timing.json"
-    if _finished(last, run.cfg["train"]["iters"]) and timing.exists():
-        seconds = json.loads(timing.read_text())["train_seconds"]
+    if _finished(last, run.cfg["train"]["iters"]):  # also a run trained by the `ddcat train` line of --list
+        seconds = json.loads(timing.read_text())["train_seconds"] if timing.exists() else None
         reused = True
     else:
         tic = time.perf_counter()
         train(run.cfg, folder, resume=last.exists(), device=device, progress=progress)
         seconds = time.perf_counter() - tic
-        timing.write_text(json.dumps({"train_seconds": seconds}) + "\n")
+        timing.write_text(json.dumps({"train_seconds": seconds, "label": run.label}) + "\n")
         reused = False
     return {
         "id": run.id,
@@ -85,7 +86,27 @@ def _cached(folder: Path, kind: str, key: dict[str, Any], compute) -> list[dict[
     return records
 
 
+def certify_plan(spec: dict[str, Any]) -> tuple[CertifyPlan | None, list[Run]]:
+    """The plan of ``evaluation.certify`` and the runs it certifies, checked before any training."""
+    c = spec["evaluation"].get("certify")
+    if not c:
+        return None, []
+    plan = CertifyPlan(sigma=c["sigma"], n0=c["n0"], n=c["n"], alpha=c["alpha"], taus=tuple(c["tau"]), correction=c["correction"],
+                       batch_size=c["batch_size"], max_images=c["max_images"], prefix=f"evaluation.certify in {spec['file']}: ")
+    runs: list[Run] = spec["runs"]
+    order = {name: i for i, name in enumerate(c["runs"])}  # the card lists them as the file does
+    chosen = sorted((r for r in runs if f"{r.label}/{r.method}" in order and r.seed in c["seeds"]),
+                    key=lambda r: (order[f"{r.label}/{r.method}"], r.seed))
+    named = {f"{r.label}/{r.method}" for r in runs}
+    missing = [name for name in c["runs"] if name not in named]
+    if missing:
+        raise DdcatError(f"evaluation.certify.runs in {spec['file']} names {', '.join(missing)}, which the experiment does not train; "
+                         f"its runs: {', '.join(sorted(named))}")
+    return plan, chosen
+
+
 def run_experiment(spec: dict[str, Any], out: Path, device: str | None = None, progress: bool = True) -> dict[str, Any]:
+    plan, to_certify = certify_plan(spec)
     out.mkdir(parents=True, exist_ok=True)
     dev = pick_device(device)
     ev = spec["evaluation"]
@@ -105,30 +126,15 @@ def run_experiment(spec: dict[str, Any], out: Path, device: str | None = None, p
     evaluations = []
     for i, run in enumerate(runs, 1):
         say(f"[eval {i}/{len(runs)}] {run.label} {run.method} seed {run.seed}")
-        folder = out / "runs" / run.id
+        evaluations += evaluate_run(run, substitutes_of(run, runs, ev), out, ev, lambda r: models[r.id], ctx, progress)
 
-        def measure(plan: AttackPlan, sources: list[tuple[str, Any]], desc: str) -> list[dict[str, Any]]:
-            return evaluate_model(models[run.id], run.cfg, plan, sources, "val", ctx, progress, desc, cache_dir=out, seed=run.seed, max_images=ev["max_images"])
-
-        base_key = {"run": run.id, "eps": ev["eps"], "alpha": ev["alpha"], "max_images": ev["max_images"]}
-        sweep = AttackPlan(("bim",), tuple(ev["steps"]), (ev["eps"],), ev["alpha"])
-        white = _cached(folder, "white-box", {**base_key, "steps": ev["steps"]}, lambda: measure(sweep, [("self", None)], "white-box BIM"))
-        evaluations.append(_evaluation(run, "white-box", white))
-        if ev["strong"]:
-            n = ev["strong_steps"]
-            strong_plan = AttackPlan(("bim", *ev["strong"]), (n,), (ev["eps"],), ev["alpha"], iters=ev["sea_iters"])
-            key = {**base_key, "attacks": ev["strong"], "steps": n}
-            if strong_plan.needs_budget:
-                key["iters"] = ev["sea_iters"]
-            strong = _cached(folder, "strong", key, lambda: measure(strong_plan, [("self", None)], "stronger attacks"))
-            evaluations.append(_evaluation(run, "strong", strong))
-        if ev["transfer_from"]:
-            subs = [r for r in runs if r.method == ev["transfer_from"] and r.label != run.label]
-            if subs:
-                sources = [(s.id, models[s.id]) for s in subs]
-                transfer = _cached(folder, "transfer", {**base_key, "steps": ev["steps"], "sources": [s.id for s in subs]},
-                                   lambda: measure(sweep, sources, "black-box transfer"))
-                evaluations.append(_evaluation(run, "transfer", transfer))
+    certifications = []
+    for i, run in enumerate(to_certify, 1):
+        say(f"[certify {i}/{len(to_certify)}] {run.label} {run.method} seed {run.seed}")
+        key = {"run": run.id, **{k: v for k, v in ev["certify"].items() if k not in ("runs", "seeds")}}
+        records = _cached(out / "runs" / run.id, "certify", key,
+                          lambda: certify_model(models[run.id], run.cfg, plan, "val", ctx, progress, "certify", seed=run.seed))
+        certifications.append(_evaluation(run, "certify", records))
 
     results: dict[str, Any] = {
         "experiment": spec["name"],
@@ -145,11 +151,49 @@ def run_experiment(spec: dict[str, Any], out: Path, device: str | None = None, p
         "miou_convention": "mIoU: mean IoU over classes with a non-empty union (mIoU_all: over all K, as the paper's code)",
         "runs": [infos[r.id] for r in runs],
         "evaluations": evaluations,
+        "certifications": certifications,
     }
     if ev["qualitative"]:
         results["qualitative"] = write_qualitative(runs, models, out, ev, dev)
     results["wall_seconds"] = time.time() - started
     return results
+
+
+def substitutes_of(run: Run, runs: list[Run], ev: dict[str, Any]) -> list[Run]:
+    """The substitute runs of ``run``'s transfer evaluation: the other architectures' runs of the
+    method ``evaluation.transfer_from`` names (none when it names none)."""
+    if not ev["transfer_from"]:
+        return []
+    return [r for r in runs if r.method == ev["transfer_from"] and r.label != run.label]
+
+
+def evaluate_run(run: Run, subs: list[Run], out: Path, ev: dict[str, Any], model_of, ctx: DistContext, progress: bool) -> list[dict[str, Any]]:
+    """White-box sweep, stronger attacks and transfer (from ``subs``) of one run, each cached in
+    ``OUT/runs/ID/eval/KIND-HASH.json``; ``model_of(run)`` gives a run's model on its inference path."""
+    folder = out / "runs" / run.id
+    evaluations = []
+
+    def measure(plan: AttackPlan, sources: list[tuple[str, Any]], desc: str) -> list[dict[str, Any]]:
+        return evaluate_model(model_of(run), run.cfg, plan, sources, "val", ctx, progress, desc, cache_dir=out, seed=run.seed, max_images=ev["max_images"])
+
+    base_key = {"run": run.id, "eps": ev["eps"], "alpha": ev["alpha"], "max_images": ev["max_images"]}
+    sweep = AttackPlan(("bim",), tuple(ev["steps"]), (ev["eps"],), ev["alpha"])
+    white = _cached(folder, "white-box", {**base_key, "steps": ev["steps"]}, lambda: measure(sweep, [("self", None)], "white-box BIM"))
+    evaluations.append(_evaluation(run, "white-box", white))
+    if ev["strong"]:
+        n = ev["strong_steps"]
+        strong_plan = AttackPlan(("bim", *ev["strong"]), (n,), (ev["eps"],), ev["alpha"], iters=ev["sea_iters"])
+        key = {**base_key, "attacks": ev["strong"], "steps": n}
+        if strong_plan.needs_budget:
+            key["iters"] = ev["sea_iters"]
+        strong = _cached(folder, "strong", key, lambda: measure(strong_plan, [("self", None)], "stronger attacks"))
+        evaluations.append(_evaluation(run, "strong", strong))
+    if subs:
+        sources = [(s.id, model_of(s)) for s in subs]
+        transfer = _cached(folder, "transfer", {**base_key, "steps": ev["steps"], "sources": [s.id for s in subs]},
+                           lambda: measure(sweep, sources, "black-box transfer"))
+        evaluations.append(_evaluation(run, "transfer", transfer))
+    return evaluations
 
 
 def _evaluation(run: Run, kind: str, records: list[dict[str, Any]]) -> dict[str, Any]:
@@ -193,10 +237,92 @@ def finish(results: dict[str, Any], out: Path) -> None:
 
 
 def run_experiment_file(path: str | Path, out: Path, sets: list[str] | None = None, device: str | None = None, progress: bool = True, quick: bool = False) -> dict[str, Any]:
-    spec = load_experiment(path, quick=quick, sets=sets)
+    from ddcat.evaluation.settings import EVAL_ATTACKS  # the lead: attacks/registry.py's list once it lands
+
+    spec = load_experiment(path, quick=quick, sets=sets, attacks=EVAL_ATTACKS)
     results = run_experiment(spec, out, device, progress)
     finish(results, out)
     return results
+
+
+def select_shard(runs: list[Run], index: int, count: int) -> list[Run]:
+    """The runs of shard ``index`` of ``count``: those whose position in the grid is ``index`` mod ``count``."""
+    return [run for i, run in enumerate(runs) if i % count == index]
+
+
+def eval_commands(run: Run, runs: list[Run], out: Path, ev: dict[str, Any]) -> list[str]:
+    """The ``ddcat eval`` lines that compute what :func:`evaluate_run` caches, into
+    ``OUT/runs/ID/eval-KIND/metrics.json`` (``ddcat report`` reads either)."""
+    folder = out / "runs" / run.id
+    ckpt = folder / "last.pt"
+    common = f"--eps {ev['eps']} --alpha {ev['alpha']}" + (f" --set eval.max_images={ev['max_images']}" if ev["max_images"] else "")
+    steps = ",".join(str(n) for n in ev["steps"])
+    lines = [f"ddcat eval --checkpoint {ckpt} --attack bim --steps {steps} {common} --out {folder / 'eval-white-box'}"]
+    if ev["strong"]:
+        attacks = " ".join(f"--attack {a}" for a in ("bim", *ev["strong"]))
+        lines.append(f"ddcat eval --checkpoint {ckpt} {attacks} --steps {ev['strong_steps']} --iters {ev['sea_iters']} --seed {run.seed} {common} --out {folder / 'eval-strong'}")
+    subs = substitutes_of(run, runs, ev)
+    if subs:
+        sources = " ".join(str(out / "runs" / s.id / "last.pt") for s in subs)
+        lines.append(f"ddcat eval --checkpoint {ckpt} --attack bim --steps {steps} {common} --transfer-from {sources} --out {folder / 'eval-transfer'}")
+    return lines
+
+
+def list_runs(path: str | Path, out: Path, sets: list[str] | None = None, quick: bool = False) -> str:
+    """``ddcat experiment FILE --out OUT --list``: one line per run, ``INDEX ID``, then its exact
+    ``ddcat train`` and ``ddcat eval`` commands (indented). The train command reads the run's full
+    config, written to ``OUT/configs/ID.yaml`` (the only file --list writes)."""
+    import yaml
+
+    spec = load_experiment(path, quick=quick, sets=sets)
+    runs, ev = spec["runs"], spec["evaluation"]
+    lines = []
+    for i, run in enumerate(runs):
+        config = out / "configs" / f"{run.id}.yaml"
+        config.parent.mkdir(parents=True, exist_ok=True)
+        tmp = config.with_name(f".{config.name}.tmp")
+        tmp.write_text(yaml.safe_dump(run.cfg, sort_keys=False))
+        tmp.replace(config)
+        lines.append(f"{i} {run.id}")
+        lines.append(f"  ddcat train --config {config} --out {out / 'runs' / run.id}")
+        lines += [f"  {cmd}" for cmd in eval_commands(run, runs, out, ev)]
+    return "\n".join(lines)
+
+
+def run_shard(path: str | Path, out: Path, index: int, count: int, sets: list[str] | None = None,
+              device: str | None = None, progress: bool = True, quick: bool = False) -> list[str]:
+    """``ddcat experiment FILE --out OUT --shard I/N``: train and evaluate the runs of shard I (see
+    :func:`select_shard`), each under the lock of its own run folder, so shards share ``OUT``. A
+    transfer evaluation whose substitutes are not trained yet is skipped and named: run the shards
+    again once all have trained (finished runs and evaluations are reused), then ``ddcat report OUT``.
+    Returns the ids of the runs this shard handled."""
+    from ddcat.outdir import OutputFolder
+
+    spec = load_experiment(path, quick=quick, sets=sets)
+    runs, ev = spec["runs"], spec["evaluation"]
+    mine = select_shard(runs, index, count)
+    dev = pick_device(device)
+    ctx = DistContext(device=dev)
+    say = (lambda msg: print(msg, flush=True)) if progress else (lambda msg: None)
+    models: dict[str, Any] = {}
+
+    def model_of(r: Run) -> Any:
+        if r.id not in models:
+            models[r.id] = load_inference_model(out / "runs" / r.id / "last.pt", r.cfg, dev)
+        return models[r.id]
+
+    for run in mine:
+        say(f"[shard {index}/{count}] {run.id}")
+        with OutputFolder(out / "runs" / run.id):
+            ensure_trained(run, out, device, progress)
+            subs = substitutes_of(run, runs, ev)
+            waiting = [s.id for s in subs if not _finished(out / "runs" / s.id / "last.pt", s.cfg["train"]["iters"])]
+            if waiting:
+                print(f"{run.id}: transfer evaluation skipped, substitute(s) not trained yet: {', '.join(waiting)}; "
+                      "run this shard again when every shard has trained", file=sys.stderr)
+                subs = []
+            evaluate_run(run, subs, out, ev, model_of, ctx, progress)
+    return [r.id for r in mine]
 
 
 def run_demo(out: Path, quick: bool = False, device: str | None = None, progress: bool = True) -> dict[str, Any]:

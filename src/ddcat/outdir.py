@@ -58,6 +58,33 @@ def _check_parents(path: Path, what: str, shown: Path | None = None) -> None:
         raise DdcatError(f"{what} {shown}: {target} is not writable")
 
 
+def os_reason(exc: BaseException) -> str:
+    """The cause of a failed write in words: ``no space left on device`` for ENOSPC / EDQUOT."""
+    code = getattr(exc, "errno", None)
+    if code in (errno.ENOSPC, errno.EDQUOT):
+        return "no space left on device"
+    if code == errno.EFBIG:
+        return "file too large (file-size limit reached)"
+    return getattr(exc, "strerror", None) or str(exc) or type(exc).__name__
+
+
+def write_text(path: Path, text: str) -> None:
+    """Write ``path`` whole or not at all (a temporary file renamed over it); a failure (a full
+    disk, permissions) is a one-line :class:`DdcatError` naming ``path`` and the cause."""
+    tmp = path.with_name(f".{path.name}.tmp")
+    try:
+        with open(tmp, "w") as fh:
+            fh.write(text)
+            fh.flush()
+        os.replace(tmp, path)
+    except OSError as exc:
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+        raise DdcatError(f"cannot write {path}: {os_reason(exc)}") from None
+
+
 RUN_CHECKPOINTS = ("last.pt", "last.prev.pt")
 
 
@@ -102,7 +129,10 @@ class OutputFolder:
     def _acquire(self) -> None:
         lock = self.path / LOCK_NAME
         while True:
-            fd = os.open(lock, os.O_RDWR | os.O_CREAT, 0o644)
+            try:
+                fd = os.open(lock, os.O_RDWR | os.O_CREAT, 0o644)
+            except OSError as exc:
+                raise DdcatError(f"cannot lock {self.what} {self.path}: {os_reason(exc)} (creating {lock})") from None
             try:
                 fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
             except OSError as exc:
@@ -118,8 +148,12 @@ class OutputFolder:
                 break
             os.close(fd)
         record = {"pid": os.getpid(), "host": socket.gethostname(), "started": time.strftime("%Y-%m-%dT%H:%M:%S"), "command": " ".join(sys.argv)}
-        os.ftruncate(fd, 0)
-        os.write(fd, (json.dumps(record) + "\n").encode())
+        try:
+            os.ftruncate(fd, 0)
+            os.write(fd, (json.dumps(record) + "\n").encode())
+        except OSError as exc:  # a full disk: no lock file is left behind, even in a folder that existed
+            _remove_lock(lock, fd)
+            raise DdcatError(f"cannot lock {self.what} {self.path}: {os_reason(exc)} (writing {lock})") from None
         self._fd = fd
 
     def _release(self) -> None:
@@ -136,6 +170,14 @@ class OutputFolder:
     def _cleanup(self) -> None:
         if not self.existed and self.path.is_dir() and not checkpoints_below(self.path):
             shutil.rmtree(self.path, ignore_errors=True)
+
+
+def _remove_lock(lock: Path, fd: int) -> None:
+    try:
+        os.unlink(lock)
+    except OSError:
+        pass
+    os.close(fd)
 
 
 def holder(lock: Path) -> str:

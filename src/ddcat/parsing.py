@@ -53,3 +53,14 @@ def parse_steps(text: object) -> list[int]:
     if not steps or any(s < 0 for s in steps):
         raise DdcatError(f"--steps must name non-negative step counts, got '{text}'")
     return sorted(set(steps))
+
+
+def parse_shard(text: str, name: str = "--shard") -> tuple[int, int]:
+    """``'2/8'`` -> (2, 8): shard I of N, 0 <= I < N (a SLURM array task id and count)."""
+    try:
+        index, count = (int(v) for v in str(text).split("/"))
+    except ValueError:
+        raise DdcatError(f"{name} expects I/N with integers 0 <= I < N, e.g. 0/4, got '{text}'") from None
+    if count < 1 or not 0 <= index < count:
+        raise DdcatError(f"{name} expects I/N with 0 <= I < N, got '{text}'")
+    return index, count

@@ -17,6 +17,7 @@ import torch
 
 import ddcat
 from ddcat.config import dump
+from ddcat.outdir import write_text
 
 
 def git_commit() -> str | None:
@@ -60,5 +61,5 @@ def run_record(cfg: dict[str, Any], kind: str, extra: dict[str, Any] | None = No
 
 def write_run_files(out: Path, cfg: dict[str, Any], kind: str, extra: dict[str, Any] | None = None) -> None:
     out.mkdir(parents=True, exist_ok=True)
-    (out / "config.yaml").write_text(dump(cfg))
-    (out / "run.json").write_text(json.dumps(run_record(cfg, kind, extra), indent=2) + "\n")
+    write_text(out / "config.yaml", dump(cfg))  # a full disk names the file (issue 20)
+    write_text(out / "run.json", json.dumps(run_record(cfg, kind, extra), indent=2) + "\n")

@@ -1,7 +1,10 @@
-"""APGD (Croce & Hein, ICML 2020) for semantic segmentation, L-inf.
+"""APGD (Croce & Hein, ICML 2020) for semantic segmentation, L-inf and L2.
 
 Threat model: the L-inf ball of radius ``eps`` around the clean images intersected with [0, 1],
-white-box, untargeted.
+white-box, untargeted; with ``norm="l2"`` the L2 ball of radius ``eps`` per image (APGD-L2 of
+Croce & Hein: ``sign(g)`` becomes ``g / ||g||_2`` per image, ``P`` is the projection onto the L2
+ball followed by clipping to [0, 1] as in their code (:func:`ddcat.attacks.norms.project_l2`),
+the initial step is again ``2 eps`` and the random start a random direction at distance ``eps``).
 
 The algorithm, per image (everything below is per image: step size, best point, checkpoints):
 
@@ -35,6 +38,15 @@ onto its smaller ball; only the last stage (radius eps) competes for the result 
 ``restarts``: every restart after the first starts at a random point and attacks only the images
 not yet at accuracy 0.
 
+Losses with a schedule get ``step = k + 1``, ``total = n`` at ``x^(k)`` of a stage of ``n``
+iterations, so each red-eps stage restarts it: ``segpgd`` (``apgd-segpgd``, SegPGD's balanced CE)
+weighs with ``lambda = k / (2 n)``, as rse's APGD over its single stage; ``tsallis`` (the
+``tsallis`` attack: Tsallis CE with red-eps, TsallisPGD) sweeps q from -2 at ``k = 0`` to 1 at
+``k = n - 1`` (:func:`ddcat.attacks.losses.tsallis_q`). With ``track="ce"`` (all named members but
+``apgd-spherical``, which tracks its own loss as in rse) ``x_max`` is the highest-CE point, so an
+intermediate stage hands the highest-CE point to the next, and the last stage returns the
+lowest-accuracy one.
+
 Cost per stage of ``n`` iterations: ``n`` forward + input-gradient passes (at ``x^(0..n-1)``) and one
 no-grad forward (at ``x^(n)``), on the images still in the batch.
 """
@@ -42,16 +54,17 @@ no-grad forward (at ``x^(n)``), on the images still in the batch.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Callable
+from typing import Callable, ClassVar
 
 import torch
 
 from ddcat.attacks import losses as L
 from ddcat.attacks.base import Attack
 from ddcat.attacks.checks import check_class_counts, check_count, check_eps, check_precision, check_seed
-from ddcat.attacks.iterative import _set, uniform_start
-from ddcat.attacks.projection import ball_bounds, project_with_bounds
+from ddcat.attacks.iterative import _set
+from ddcat.attacks.norms import NORMS, Ball, check_norm
 from ddcat.attacks.scoring import Score
+from ddcat.constants import EPS, ITERS
 from ddcat.errors import DdcatError
 
 __all__ = ["APGD", "apgd_checkpoints", "should_halve", "red_eps_stages", "TRACKS"]
@@ -113,17 +126,18 @@ def _view(t: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
 class APGD(Attack):
     """APGD for segmentation, L-inf (see the module docstring for the algorithm and its cost).
 
-    ``APGD(eps=4/255, loss="masked-ce", steps=100)(model, images, labels)``.
+    ``APGD(eps=4/255, loss="masked-ce", steps=100)(model, images, labels)``; defaults: eps
+    :data:`ddcat.constants.EPS`, ``steps`` :data:`ddcat.constants.ITERS`.
 
     Args: ``eps`` radius; ``steps`` iterations N per restart (over all red-eps stages); ``loss`` a
     name of :data:`ddcat.attacks.losses.LOSSES` (the gradient's loss); ``track`` "ce" or "loss"
     (what the step-size control follows); ``restarts``; ``random_start`` (the first restart; the
     others always start at random); ``red_eps``; ``early_stop``; ``class_counts`` for
     ``balanced-masked-ce``; ``seed`` of the local ``torch.Generator`` (CPU) of the random starts;
-    ``precision`` as for every attack. Deterministic for a given seed."""
+    ``precision`` as for every attack; ``norm`` "linf" or "l2". Deterministic for a given seed."""
 
-    eps: float = 4 / 255
-    steps: int = 100
+    eps: float = EPS
+    steps: int = ITERS
     loss: str = "ce"
     track: str = "ce"
     restarts: int = 1
@@ -133,8 +147,13 @@ class APGD(Attack):
     class_counts: tuple[float, ...] | None = None
     seed: int = 0
     precision: str = "fp32"
+    norm: str = "linf"
 
     targeted = False  # class attribute: APGD here is untargeted
+    label: ClassVar[str] = "APGD"
+    budget: ClassVar[str] = "iters"
+    randomized: ClassVar[bool] = True
+    norms: ClassVar[tuple[str, ...]] = NORMS
 
     def __post_init__(self) -> None:
         _set(self, "eps", check_eps(self.eps))
@@ -149,10 +168,15 @@ class APGD(Attack):
         _set(self, "class_counts", check_class_counts(self.class_counts))
         _set(self, "seed", check_seed(self.seed))
         _set(self, "precision", check_precision(self.precision))
+        _set(self, "norm", check_norm(self.norm, "APGD"))
 
     @property
     def starts_at_clean(self) -> bool:
         return not self.random_start or self.eps == 0
+
+    @property
+    def needs_class_counts(self) -> bool:
+        return self.loss == "balanced-masked-ce"
 
     # ------------------------------------------------------------------------- one call
 
@@ -187,13 +211,11 @@ class APGD(Attack):
             if r == 0 and not self.random_start:
                 start = images[idx]
             else:
-                lower0, upper0 = ball_bounds(images, radius0)
-                start = uniform_start(images, radius0, lower0, upper0, gen)[idx]
+                start = Ball(self.norm, images, radius0).start(gen)[idx]
             for s, (radius, n_iter) in enumerate(stages):
                 last = s == len(stages) - 1
                 if s > 0:
-                    lower, upper = ball_bounds(images[idx], radius)
-                    start = project_with_bounds(start, lower, upper)
+                    start = Ball(self.norm, images[idx], radius).project(start)
                 idx, start = self._stage(fwd, images, labels, idx, start, radius, n_iter, record if last else None)
                 if idx.numel() == 0:
                     break
@@ -215,7 +237,7 @@ class APGD(Attack):
         Returns the images still in the batch and their ``x_max``. ``record(idx, x, score)`` sees
         every evaluated iterate and returns which images may stop (``early_stop``)."""
         loss_fn = L.LOSSES[self.loss]
-        lower_all, upper_all = ball_bounds(images, radius)
+        ball_all = Ball(self.norm, images, radius)
         checkpoints = apgd_checkpoints(n_iter)[1:]
         previous_checkpoint = 0
 
@@ -236,7 +258,14 @@ class APGD(Attack):
             return sc, f.float(), g
 
         st: dict[str, torch.Tensor] = {"idx": idx, "x": start}
-        st["lo"], st["hi"] = lower_all[idx], upper_all[idx]
+
+        cached: dict[str, object] = {}
+
+        def ball(st: dict[str, torch.Tensor]) -> Ball:
+            """The ball of the images still in the batch (recut only when images left it)."""
+            if cached.get("n") != st["idx"].numel():
+                cached.update(n=st["idx"].numel(), ball=ball_all.subset(st["idx"]))
+            return cached["ball"]  # type: ignore[return-value]
         sc, f, g = evaluate(st, start, 0, grad=n_iter > 0)
         st.update(
             x_prev=start, g=g, f_prev=f, x_best=start, g_best=g, f_best=f, f_best_last=f,
@@ -249,13 +278,12 @@ class APGD(Attack):
         for k in range(n_iter):
             if st["idx"].numel() == 0:
                 break
-            x, eta = st["x"], _view(st["eta"], st["x"])
-            z = project_with_bounds(x + eta.to(x.dtype) * st["g"].sign(), st["lo"], st["hi"])
+            x, eta, b = st["x"], _view(st["eta"], st["x"]), ball(st)
+            z = b.step(x, st["g"], eta.to(x.dtype))
             if k == 0:
                 x_new = z
             else:
-                x_new = x + MOMENTUM * (z - x) + (1 - MOMENTUM) * (x - st["x_prev"])
-                x_new = project_with_bounds(x_new, st["lo"], st["hi"])
+                x_new = b.project(x + MOMENTUM * (z - x) + (1 - MOMENTUM) * (x - st["x_prev"]))
             sc, f, g = evaluate(st, x_new, k + 1, grad=k + 1 < n_iter)
             up = f > st["f_best"]
             st["inc"] = st["inc"] + (f > st["f_prev"]).long()

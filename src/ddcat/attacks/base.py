@@ -12,17 +12,26 @@ hashable and printable, so caches and worst cases can key on the attack itself. 
   comes back afterwards, also on exceptions).
 * ``seed``: overrides the attack's own ``seed`` for this call (attacks without randomness ignore
   it); random draws come from a local ``torch.Generator``: no global RNG state is touched.
-* Guarantees, exactly: ``(adv - images).abs() <= eps`` and ``0 <= adv <= 1``; ``adv`` is detached;
+* Guarantees, exactly: ``(adv - images).abs() <= eps`` (``norm="l2"``: ``||adv_i - images_i||_2 <= eps``
+  per image, in float64, :mod:`ddcat.attacks.norms`) and ``0 <= adv <= 1``; ``adv`` is detached;
   gradients are taken with ``torch.autograd.grad`` with respect to the input only, so no parameter,
   parameter ``.grad`` or buffer changes.
 * ``starts_at_clean``: whether the attack's first forward call is at the clean images (no random
   start); a caller may then read extra outputs of that call (DDC-AT's B_clean) instead of paying a
   separate forward.
+
+What an attack declares about itself (class attributes, read by :mod:`ddcat.attacks.registry`,
+the one list of attacks): ``label`` (report label), ``budget`` (``"steps"``: a step count, swept by
+``--steps``; ``"iters"``: an iteration budget, ``--iters``), ``randomized`` (``restarts`` and
+``seed`` apply), ``norms`` (the threat models it supports) and ``is_ensemble`` (it has ``members``
+whose results an evaluation scores one by one, see :mod:`ddcat.attacks.ensemble`). Its defaults are
+its dataclass defaults.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import ClassVar, Hashable
 
 import torch
 
@@ -39,6 +48,12 @@ class Attack:
     Subclasses are frozen dataclasses with fields ``eps``, ``steps``, ``targeted`` and
     ``precision`` (or properties of those names) and implement :meth:`_run`, which returns the
     adversarial images and, when asked, their per-image :class:`~ddcat.attacks.scoring.Score`."""
+
+    label: ClassVar[str] = ""  # the report label ("" = the registry name)
+    budget: ClassVar[str] = "steps"  # "steps" (--steps, the sweep) | "iters" (--iters)
+    randomized: ClassVar[bool] = False  # a random start: restarts and seed apply
+    norms: ClassVar[tuple[str, ...]] = ("linf",)  # the threat models it supports
+    is_ensemble: ClassVar[bool] = False  # it has ``members`` (an evaluation scores each)
 
     def __call__(
         self,
@@ -84,6 +99,17 @@ class Attack:
     @property
     def starts_at_clean(self) -> bool:
         return True
+
+    @property
+    def needs_class_counts(self) -> bool:
+        """Whether a loss of this attack weighs pixels by the training split's class counts."""
+        return False
+
+    def sweep_key(self) -> Hashable | None:
+        """Attacks whose n-step result is the n-th iterate of a longer run share one run per batch
+        in an evaluation: those return a key (equal keys: one run serves every step count, through
+        ``sweep``); the others None."""
+        return None
 
     def _run(
         self, fwd: Forward, images: torch.Tensor, labels: torch.Tensor, score: bool, seed: int

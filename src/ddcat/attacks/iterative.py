@@ -13,6 +13,7 @@ from ``logits.float()``.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import ClassVar, Hashable
 
 import torch
 
@@ -28,7 +29,7 @@ from ddcat.attacks.checks import (
     check_seed,
 )
 from ddcat.attacks.forward import Forward, ForwardFn, eval_mode
-from ddcat.attacks.projection import ball_bounds, project_with_bounds
+from ddcat.attacks.norms import NORMS, Ball, check_norm, linf_random_start
 from ddcat.attacks.scoring import Score, keep_better
 from ddcat.constants import ALPHA, EPS
 from ddcat.errors import DdcatError
@@ -40,19 +41,7 @@ def _set(obj: object, name: str, value: object) -> None:
     object.__setattr__(obj, name, value)  # frozen dataclasses: normalise fields in __post_init__
 
 
-def _sign_step(x: torch.Tensor, grad: torch.Tensor, alpha: float, targeted: bool) -> torch.Tensor:
-    step = alpha * grad.sign()
-    return x - step if targeted else x + step
-
-
-def uniform_start(
-    images: torch.Tensor, eps: float, lower: torch.Tensor, upper: torch.Tensor, gen: torch.Generator
-) -> torch.Tensor:
-    """A point drawn uniformly from the eps-ball around ``images`` (on the CPU generator ``gen``, so
-    results do not depend on the device), projected onto ``[lower, upper]``."""
-    noise = torch.rand(images.shape, generator=gen, dtype=torch.float32)
-    noise = (noise * 2.0 - 1.0).mul_(eps).to(device=images.device, dtype=images.dtype)
-    return project_with_bounds(images + noise, lower, upper)
+uniform_start = linf_random_start  # the L-inf random start (kept under its old name)
 
 
 @dataclass(frozen=True)
@@ -61,13 +50,20 @@ class BIM(Attack):
     ``x_{t+1} = clip_[0,1](clip_eps(x_t + alpha * sign(grad_x CE(f(x_t), y))))``; no random start.
 
     Threat model: L-inf, white-box. ``targeted=True``: ``labels`` are target labels and each step
-    descends the CE. Cost: exactly ``steps`` forwards and input-gradient backwards, nothing else."""
+    descends the CE. Cost: exactly ``steps`` forwards and input-gradient backwards, nothing else.
+
+    ``norm="l2"``: the L2 version (steps ``alpha * grad / ||grad||_2`` per image, projection onto
+    the L2 ball of radius ``eps`` and then clipping to [0, 1], :mod:`ddcat.attacks.norms`)."""
 
     eps: float = EPS
     alpha: float = ALPHA
     steps: int = 3
     targeted: bool = False
     precision: str = "fp32"
+    norm: str = "linf"
+
+    label: ClassVar[str] = "BIM"
+    norms: ClassVar[tuple[str, ...]] = NORMS
 
     def __post_init__(self) -> None:
         _set(self, "eps", check_eps(self.eps))
@@ -75,14 +71,20 @@ class BIM(Attack):
         _set(self, "steps", check_count("steps", self.steps, 0))
         _set(self, "targeted", bool(self.targeted))
         _set(self, "precision", check_precision(self.precision))
+        _set(self, "norm", check_norm(self.norm, type(self).__name__))
+
+    def sweep_key(self) -> Hashable | None:
+        """BIM has no random start: BIM with n steps is the n-th iterate of a longer BIM, so one
+        run per (eps, alpha, precision) serves every step count (:meth:`sweep`)."""
+        return None if self.targeted else ("bim", self.eps, self.alpha, self.precision, self.norm)
 
     def _iterates(self, fwd: Forward, images: torch.Tensor, labels: torch.Tensor, steps: int):
         """x_1, x_2, ..., x_steps of eq. 2."""
-        lower, upper = ball_bounds(images, self.eps)
+        ball = Ball(self.norm, images, self.eps)
         x = images
         for _ in range(steps):
             _, _, grad = fwd.loss_and_grad(x, lambda logits: L.ce(logits, labels))
-            x = project_with_bounds(_sign_step(x, grad, self.alpha, self.targeted), lower, upper)
+            x = ball.step(x, grad, self.alpha, self.targeted)
             yield x
 
     def _run(self, fwd, images, labels, score, seed):
@@ -124,23 +126,29 @@ class FGSM(BIM):
     """Fast gradient sign method, eq. 1: ``clip_[0,1](x + eps * sign(grad_x CE(f(x), y)))``.
 
     Identical to ``BIM(eps, alpha=eps, steps=1)``; one forward and one input-gradient backward.
-    ``alpha`` and ``steps`` are fixed (not constructor arguments)."""
+    ``alpha`` and ``steps`` are fixed (not constructor arguments). ``norm="l2"``: the fast gradient
+    method, ``x + eps * grad / ||grad||_2`` clipped to [0, 1]."""
+
+    label: ClassVar[str] = "FGSM"
 
     eps: float = EPS
     alpha: float = EPS  # = eps, set in __init__
     steps: int = 1
     targeted: bool = False
     precision: str = "fp32"
+    norm: str = "linf"
 
-    def __init__(self, eps: float = EPS, targeted: bool = False, precision: str = "fp32") -> None:
+    def __init__(self, eps: float = EPS, targeted: bool = False, precision: str = "fp32", norm: str = "linf") -> None:
         _set(self, "eps", check_eps(eps))
         _set(self, "alpha", self.eps)  # may be 0 here (FGSM at eps 0 is the identity)
         _set(self, "steps", 1)
         _set(self, "targeted", bool(targeted))
         _set(self, "precision", check_precision(precision))
+        _set(self, "norm", check_norm(norm, "FGSM"))
 
     def __repr__(self) -> str:
-        return f"FGSM(eps={self.eps!r}, targeted={self.targeted!r}, precision={self.precision!r})"
+        extra = f", norm={self.norm!r}" if self.norm != "linf" else ""
+        return f"FGSM(eps={self.eps!r}, targeted={self.targeted!r}, precision={self.precision!r}{extra})"
 
 
 @dataclass(frozen=True)
@@ -148,7 +156,10 @@ class PGD(Attack):
     """Projected gradient descent (Madry et al., 2018) with random start, restarts and best-iterate
     tracking, on any loss of :data:`ddcat.attacks.losses.LOSSES`.
 
-    Threat model: L-inf ball of radius ``eps`` intersected with [0, 1], white-box.
+    Threat model: L-inf ball of radius ``eps`` intersected with [0, 1], white-box; ``norm="l2"``:
+    the L2 ball of radius ``eps`` per image (steps ``alpha * grad / ||grad||_2``, each iterate
+    projected onto the L2 ball and then clipped to [0, 1] as the reference implementations do, the
+    random start a random direction at distance ``eps``: :mod:`ddcat.attacks.norms`).
     Each restart starts uniformly in the eps-ball (``random_start=True``; drawn from a local
     ``torch.Generator`` seeded with ``seed``, on the CPU, so results do not depend on the device) or
     at the clean images, then takes ``steps`` sign steps of size ``alpha`` on ``loss``
@@ -173,11 +184,17 @@ class PGD(Attack):
     seed: int = 0
     precision: str = "fp32"
     class_counts: tuple[float, ...] | None = None
+    norm: str = "linf"
+
+    label: ClassVar[str] = "PGD"
+    randomized: ClassVar[bool] = True
+    norms: ClassVar[tuple[str, ...]] = NORMS
 
     def __post_init__(self) -> None:
         _set(self, "eps", check_eps(self.eps))
         _set(self, "alpha", check_alpha(self.alpha))
         _set(self, "steps", check_count("steps", self.steps, 0))
+        _set(self, "norm", check_norm(self.norm, "PGD"))
         _set(self, "random_start", bool(self.random_start))
         _set(self, "restarts", check_count("restarts", self.restarts, 1))
         _set(self, "targeted", bool(self.targeted))
@@ -190,17 +207,21 @@ class PGD(Attack):
     def starts_at_clean(self) -> bool:
         return not (self.random_start and self.eps > 0)
 
+    @property
+    def needs_class_counts(self) -> bool:
+        return self.loss == "balanced-masked-ce"
+
     def _run(self, fwd, images, labels, score, seed):
         if self.steps == 0:
             return images.clone(), None
-        lower, upper = ball_bounds(images, self.eps)
+        ball = Ball(self.norm, images, self.eps)
         gen = torch.Generator(device="cpu")
         gen.manual_seed(seed)
         loss_fn = L.LOSSES[self.loss]
         best_x: torch.Tensor | None = None
         best: Score | None = None
         for _ in range(self.restarts):
-            x = images if self.starts_at_clean else uniform_start(images, self.eps, lower, upper, gen)
+            x = images if self.starts_at_clean else ball.start(gen)
             for t in range(1, self.steps + 1):
                 logits, _, grad = fwd.loss_and_grad(
                     x,
@@ -209,7 +230,7 @@ class PGD(Attack):
                     ),
                 )
                 best_x, best = keep_better(best_x, best, x, Score.of(logits, labels, self.targeted))
-                x = project_with_bounds(_sign_step(x, grad, self.alpha, self.targeted), lower, upper)
+                x = ball.step(x, grad, self.alpha, self.targeted)
             best_x, best = keep_better(best_x, best, x, Score.of(fwd.no_grad_logits(x), labels, self.targeted))
         assert best_x is not None
         return best_x, best
@@ -226,8 +247,9 @@ def _pgd_on(loss: str, name: str, doc: str):
         restarts: int = 1,
         seed: int = 0,
         precision: str = "fp32",
+        norm: str = "linf",
     ) -> PGD:
-        return PGD(eps, alpha, steps, random_start, restarts, loss, False, seed, precision)
+        return PGD(eps, alpha, steps, random_start, restarts, loss, False, seed, precision, norm=norm)
 
     make.__name__ = make.__qualname__ = name
     make.__doc__ = doc

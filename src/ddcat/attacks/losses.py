@@ -31,7 +31,14 @@ ce``                 (counts < 1 count as 1); without ``class_counts``: the imag
                      ``lambda_t = (t - 1) / (2 T)`` (Gu et al., 2022)
 ``cospgd``           ``-log p_y`` weighted by the detached ``cos(p, one-hot(y)) = p_y / ||p||_2``
                      (Agnihotri & Keuper, 2023)
+``cosine``           ``1 - u_y / ||u||_2`` on the raw logits (PAdam-Cos, Halmosi et al. 2024)
+``tsallis``          Tsallis cross-entropy ``L_q = (1 - p_y^(1-q)) / (1 - q)`` (``-log p_y`` at
+                     q = 1; ``p_y`` clamped at 1e-12) with ``q`` swept linearly from -2 at
+                     ``step = 1`` to 1 at ``step = total`` (:func:`tsallis_q`; TsallisPGD)
 ===================  ============================================================================
+
+The Tsallis CE's gradient is ``p_y^(1-q)`` times CE's (``dL_q/dp_y = -p_y^(-q)``), so ``q < 1``
+down-weights the pixels that are already fooled (small ``p_y``) and ``q = 1`` is plain CE.
 """
 
 from __future__ import annotations
@@ -65,6 +72,13 @@ __all__ = [
     "segpgd_weights",
     "cospgd_weights",
     "balanced_weights",
+    "pixel_tsallis",
+    "tsallis_q",
+    "tsallis",
+    "cosine",
+    "TSALLIS_Q_START",
+    "TSALLIS_Q_END",
+    "TSALLIS_P_MIN",
 ]
 
 LossFn = Callable[..., torch.Tensor]
@@ -208,6 +222,48 @@ def cospgd(logits, labels, *, step=1, total=1, class_counts=None, targeted=False
     return per_image_mean(cospgd_weights(logits, labels) * pixel_ce(logits, labels), labels)
 
 
+TSALLIS_Q_START = -2.0  # TsallisPGD's linear schedule: q from -2 ...
+TSALLIS_Q_END = 1.0  # ... to 1 (plain CE) over an attack's (or APGD stage's) iterations
+TSALLIS_P_MIN = 1e-12  # p_y is clamped here (no gradient below), as in TsallisPGD's code
+
+
+def tsallis_q(step: int, total: int) -> float:
+    """The Tsallis q at step ``t = 1..T``: ``-2 + 3 (t - 1) / (T - 1)`` (-2 at the first step, 1 at
+    the last; -2 when ``T = 1``). TsallisPGD's code uses ``-2 + 3 i / T`` at iteration
+    ``i = 0..T-1`` (its last q is ``1 - 3 / T``); ddcat reaches q = 1 at the last step."""
+    if total < 1 or not 1 <= step <= total:
+        raise DdcatError(f"Tsallis step t must be in 1..T, got t={step}, T={total}")
+    if total == 1:
+        return TSALLIS_Q_START
+    return TSALLIS_Q_START + (TSALLIS_Q_END - TSALLIS_Q_START) * (step - 1) / (total - 1)
+
+
+def pixel_tsallis(logits: torch.Tensor, labels: torch.Tensor, q: float) -> torch.Tensor:
+    """Per-pixel Tsallis cross-entropy ``(N, H, W)``: ``(1 - p^(1-q)) / (1 - q)``, ``-log p`` at
+    ``q = 1``, ``p = softmax(logits)_y`` clamped at ``TSALLIS_P_MIN``; 0 at ignored pixels.
+
+    Computed as ``-expm1((1 - q) log p) / (1 - q)`` (accurate near q = 1)."""
+    logp = torch.log_softmax(logits.float(), dim=1).gather(1, _safe_labels(labels).unsqueeze(1)).squeeze(1)
+    logp = logp.clamp_min(math.log(TSALLIS_P_MIN))
+    q = float(q)
+    value = -logp if q == 1.0 else -torch.expm1((1.0 - q) * logp) / (1.0 - q)
+    return value * valid_pixels(labels)
+
+
+def tsallis(logits, labels, *, step=1, total=1, class_counts=None, targeted=False) -> torch.Tensor:
+    """Tsallis CE at ``q = tsallis_q(step, total)``, mean over each image's valid pixels. Untargeted."""
+    return per_image_mean(pixel_tsallis(logits, labels, tsallis_q(step, total)), labels)
+
+
+def cosine(logits, labels, *, step=1, total=1, class_counts=None, targeted=False) -> torch.Tensor:
+    """``1 - u_y / ||u||_2`` on the raw logits (no mask), mean over each image's valid pixels.
+    Untargeted."""
+    u = logits.float()
+    u_y = u.gather(1, _safe_labels(labels).unsqueeze(1)).squeeze(1)
+    value = 1.0 - u_y / u.norm(dim=1).clamp_min(1e-12)
+    return per_image_mean(value * valid_pixels(labels), labels)
+
+
 #: Every attack loss by name (see the module docstring).
 LOSSES: dict[str, LossFn] = {
     "ce": ce,
@@ -217,9 +273,11 @@ LOSSES: dict[str, LossFn] = {
     "masked-spherical": masked_spherical,
     "segpgd": segpgd,
     "cospgd": cospgd,
+    "cosine": cosine,
+    "tsallis": tsallis,
 }
 #: Losses defined for untargeted attacks only.
-UNTARGETED_ONLY = ("balanced-masked-ce", "masked-spherical", "segpgd", "cospgd")
+UNTARGETED_ONLY = ("balanced-masked-ce", "masked-spherical", "segpgd", "cospgd", "cosine", "tsallis")
 
 
 def loss_name(name: object, targeted: bool = False) -> str:

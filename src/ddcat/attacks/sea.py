@@ -1,13 +1,14 @@
-"""SEA, the Segmentation Ensemble Attack (Croce, Singh & Hein, ECCV 2024), L-inf.
+"""SEA, the Segmentation Ensemble Attack (Croce, Singh & Hein, ECCV 2024), L-inf and L2.
 
 APGD (:class:`~ddcat.attacks.apgd.APGD`) with each of its losses (default: masked CE, balanced
 masked CE and JS; ``spherical=True`` adds masked spherical), ``steps`` iterations each, red-eps on
 by default; the result is, per image, the member result with the lowest pixel accuracy
-(:func:`~ddcat.attacks.worst_case.worst_case_run`). The dataset-level worst case for mIoU is not
-decomposable per batch: an evaluation keeps every member's per-image confusion matrices and calls
-:func:`~ddcat.attacks.worst_case.greedy_miou_selection`.
+(the ensemble protocol of :mod:`ddcat.attacks.ensemble`, without early skip). The dataset-level
+worst case for mIoU is not decomposable per batch: an evaluation keeps every member's per-image
+class counts and calls :func:`ddcat.metrics.greedy_miou_selection`.
 
-Threat model: the L-inf ball of radius ``eps`` intersected with [0, 1], white-box, untargeted.
+Threat model: the L-inf ball of radius ``eps`` intersected with [0, 1], white-box, untargeted;
+``norm="l2"``: the L2 ball per image (every member is APGD-L2, see :mod:`ddcat.attacks.apgd`).
 Cost: the sum of the members' costs (each early-stops the images it fools); the per-image choice
 costs nothing extra (every member tracks its own score).
 """
@@ -15,13 +16,16 @@ costs nothing extra (every member tracks its own score).
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import ClassVar
 
 from ddcat.attacks import losses as L
 from ddcat.attacks.apgd import APGD
 from ddcat.attacks.base import Attack
 from ddcat.attacks.checks import check_class_counts, check_count, check_eps, check_precision, check_seed
 from ddcat.attacks.iterative import _set
-from ddcat.attacks.worst_case import worst_case_run
+from ddcat.attacks.ensemble import ensemble_run
+from ddcat.attacks.norms import NORMS, check_norm
+from ddcat.constants import EPS, ITERS
 from ddcat.errors import DdcatError
 
 __all__ = ["SEA", "SEA_LOSSES"]
@@ -32,13 +36,13 @@ SEA_LOSSES = ("masked-ce", "balanced-masked-ce", "js")
 
 @dataclass(frozen=True)
 class SEA(Attack):
-    """``SEA(eps, steps=300, losses=SEA_LOSSES, spherical=False, red_eps=True, class_counts=None,
+    """``SEA(eps=EPS, steps=ITERS, losses=SEA_LOSSES, spherical=False, red_eps=True, class_counts=None,
     seed=0)``; ``members`` = the APGD attacks it runs, in order. ``class_counts``: per-class pixel
     counts of the training split for ``balanced-masked-ce`` (None: each image's own counts, see
     :func:`ddcat.attacks.losses.balanced_weights`). A per-call ``seed`` reaches every member."""
 
-    eps: float = 4 / 255
-    steps: int = 300
+    eps: float = EPS
+    steps: int = ITERS
     losses: tuple[str, ...] = SEA_LOSSES
     spherical: bool = False
     red_eps: bool = True
@@ -46,9 +50,16 @@ class SEA(Attack):
     seed: int = 0
     restarts: int = 1
     precision: str = "fp32"
+    norm: str = "linf"
     members: tuple[APGD, ...] = field(init=False, repr=False, compare=False)
 
     targeted = False
+    label: ClassVar[str] = "SEA"
+    budget: ClassVar[str] = "iters"
+    randomized: ClassVar[bool] = True
+    is_ensemble: ClassVar[bool] = True
+    early_skip: ClassVar[bool] = False
+    norms: ClassVar[tuple[str, ...]] = NORMS
 
     def __post_init__(self) -> None:
         _set(self, "eps", check_eps(self.eps))
@@ -67,6 +78,7 @@ class SEA(Attack):
         _set(self, "seed", check_seed(self.seed))
         _set(self, "restarts", check_count("restarts", self.restarts, 1))
         _set(self, "precision", check_precision(self.precision))
+        _set(self, "norm", check_norm(self.norm, "SEA"))
         members = tuple(
             APGD(
                 eps=self.eps,
@@ -74,13 +86,18 @@ class SEA(Attack):
                 loss=name,
                 red_eps=self.red_eps,
                 restarts=self.restarts,
-                class_counts=self.class_counts,
+                class_counts=self.class_counts if name == "balanced-masked-ce" else None,  # equal to standalone APGD
                 seed=self.seed,
                 precision=self.precision,
+                norm=self.norm,
             )
             for name in losses
         )
         _set(self, "members", members)
+
+    @property
+    def needs_class_counts(self) -> bool:
+        return any(m.needs_class_counts for m in self.members)
 
     @property
     def starts_at_clean(self) -> bool:
@@ -88,4 +105,4 @@ class SEA(Attack):
 
     def run(self, model, images, labels, score=False, *, forward=None, seed=None, known=None):
         """As :meth:`Attack.run`; ``known`` maps members to results already computed for this batch."""
-        return worst_case_run(self.members, model, images, labels, forward=forward, seed=seed, known=known)
+        return ensemble_run(self.members, model, images, labels, forward=forward, seed=seed, known=known)

@@ -1,28 +1,23 @@
-"""Worst cases over several attacks: per image (pixel accuracy) and greedy over a dataset (mIoU)."""
+"""The per-image worst case over several attacks (``worst``): the ensemble protocol of
+:mod:`ddcat.attacks.ensemble` without early skip. The dataset-level worst case for mIoU is metrics
+(:func:`ddcat.metrics.greedy_miou_selection`); an evaluation computes it for every ensemble."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Mapping, Sequence
+from typing import ClassVar, Mapping, Sequence
 
 import torch
 
 from ddcat.attacks.base import Attack
-from ddcat.attacks.checks import check_inputs, check_seed
-from ddcat.attacks.forward import ForwardFn, eval_mode
+from ddcat.attacks.ensemble import check_members, ensemble_run
+from ddcat.attacks.forward import ForwardFn
 from ddcat.attacks.iterative import BIM, PGD, CosPGD, SegPGD, _set
-from ddcat.attacks.scoring import Score, keep_better
-from ddcat.constants import ALPHA, EPS, IGNORE_INDEX
-from ddcat.errors import DdcatError
+from ddcat.attacks.norms import NORMS
+from ddcat.attacks.scoring import Score
+from ddcat.constants import ALPHA, EPS
 
-__all__ = [
-    "WorstCase",
-    "default_worst_case",
-    "worst_case_run",
-    "per_image_confusions",
-    "miou_of_confusions",
-    "greedy_miou_selection",
-]
+__all__ = ["WorstCase", "default_worst_case", "worst_case_run"]
 
 
 def worst_case_run(
@@ -38,26 +33,9 @@ def worst_case_run(
     """Per image, the result of ``attacks`` with the fewest correctly classified valid pixels (ties:
     higher per-image CE; exact ties: the earlier attack). ``known`` maps attacks (values) to
     adversarial images the caller already computed for this batch: those are only scored (one
-    no-grad forward) instead of run again."""
-    if not isinstance(model, torch.nn.Module):
-        raise DdcatError(f"model must be a torch.nn.Module, got {type(model).__name__}")
-    images, labels = check_inputs(images, labels)
-    call = forward if forward is not None else model
-    known = known or {}
-    best_x: torch.Tensor | None = None
-    best: Score | None = None
-    with eval_mode(model):
-        for attack in attacks:
-            if attack in known:
-                x = known[attack]
-                with torch.no_grad():
-                    sc = Score.of(call(x), labels, targeted=False)
-            else:
-                x, sc = attack.run(model, images, labels, score=True, forward=forward, seed=seed)
-            assert sc is not None
-            best_x, best = keep_better(best_x, best, x, sc)
-    assert best_x is not None and best is not None
-    return best_x.detach(), best
+    no-grad forward) instead of run again. The ensemble protocol without early skip
+    (:func:`ddcat.attacks.ensemble.ensemble_run`)."""
+    return ensemble_run(attacks, model, images, labels, forward=forward, seed=seed, known=known)
 
 
 @dataclass(frozen=True)
@@ -75,18 +53,19 @@ class WorstCase(Attack):
     attacks: tuple[Attack, ...] = ()
 
     def __post_init__(self) -> None:
-        attacks = tuple(self.attacks)
-        if not attacks:
-            raise DdcatError("WorstCase needs at least one attack, got none")
-        for a in attacks:
-            if not isinstance(a, Attack):
-                raise DdcatError(f"WorstCase takes ddcat attacks, got {type(a).__name__}")
-            if a.targeted:
-                raise DdcatError(f"WorstCase takes untargeted attacks only, got targeted {a!r}")
-        _set(self, "attacks", attacks)
+        _set(self, "attacks", check_members(self.attacks, "WorstCase"))
 
     targeted = False
     precision = "fp32"
+    label: ClassVar[str] = "worst"
+    randomized: ClassVar[bool] = True
+    is_ensemble: ClassVar[bool] = True
+    early_skip: ClassVar[bool] = False
+    norms: ClassVar[tuple[str, ...]] = NORMS  # default_worst_case passes its norm to every member
+
+    @property
+    def members(self) -> tuple[Attack, ...]:
+        return self.attacks
 
     @property
     def eps(self) -> float:
@@ -95,6 +74,16 @@ class WorstCase(Attack):
     @property
     def steps(self) -> int:
         return max(a.steps for a in self.attacks)
+
+    @property
+    def needs_class_counts(self) -> bool:
+        return any(m.needs_class_counts for m in self.members)
+
+    @property
+    def norm(self) -> str:
+        """The members' norm ("mixed" if they differ)."""
+        norms = {getattr(a, "norm", "linf") for a in self.members}
+        return norms.pop() if len(norms) == 1 else "mixed"
 
     @property
     def starts_at_clean(self) -> bool:
@@ -112,13 +101,14 @@ def default_worst_case(
     restarts: int = 1,
     seed: int = 0,
     precision: str = "fp32",
+    norm: str = "linf",
 ) -> WorstCase:
     """The default per-image worst case: BIM, PGD (CE), SegPGD, CosPGD, PGD with masked CE and PGD
-    with the JS divergence, all at the same ``eps``, ``alpha`` and ``steps``."""
-    common = dict(restarts=restarts, seed=seed, precision=precision)
+    with the JS divergence, all at the same ``eps``, ``alpha``, ``steps`` and ``norm``."""
+    common = dict(restarts=restarts, seed=seed, precision=precision, norm=norm)
     return WorstCase(
         (
-            BIM(eps, alpha, steps, precision=precision),
+            BIM(eps, alpha, steps, precision=precision, norm=norm),
             PGD(eps, alpha, steps, loss="ce", **common),
             SegPGD(eps, alpha, steps, **common),
             CosPGD(eps, alpha, steps, **common),
@@ -126,69 +116,3 @@ def default_worst_case(
             PGD(eps, alpha, steps, loss="js", **common),
         )
     )
-
-
-# ----------------------------------------------------------------------------- greedy mIoU
-
-
-def per_image_confusions(pred: torch.Tensor, labels: torch.Tensor, num_classes: int) -> torch.Tensor:
-    """``(N, K, K)`` int64 confusion matrix of each image (rows ground truth, columns prediction;
-    ignored pixels skipped), from predictions and labels ``(N, H, W)``."""
-    n, k = labels.shape[0], num_classes
-    valid = labels != IGNORE_INDEX
-    image = torch.arange(n, device=labels.device).view(n, 1, 1).expand_as(labels)
-    index = (image * k + labels.clamp(0, k - 1)) * k + pred.clamp(0, k - 1)
-    counts = torch.bincount(index[valid].reshape(-1).to(torch.int64), minlength=n * k * k)
-    return counts.reshape(n, k, k).cpu()
-
-
-def miou_of_confusions(matrices: torch.Tensor) -> torch.Tensor:
-    """mIoU of each confusion matrix ``(..., K, K)`` -> ``(...)`` float64: the mean IoU over the
-    classes whose union is non-empty (0 when none is), as :func:`ddcat.metrics.metrics_from_confusion`."""
-    m = matrices.to(torch.float64)
-    tp = m.diagonal(dim1=-2, dim2=-1)
-    union = m.sum(-1) + m.sum(-2) - tp
-    present = union > 0
-    iou = torch.where(present, tp / union.clamp(min=1), torch.zeros_like(tp))
-    count = present.sum(-1)
-    return torch.where(count > 0, iou.sum(-1) / count.clamp(min=1), torch.zeros_like(iou[..., 0]))
-
-
-def greedy_miou_selection(
-    per_image_confusions: torch.Tensor, rounds: int = 10, seed: int = 0
-) -> tuple[torch.Tensor, float]:
-    """Dataset-level worst case for mIoU over ``A`` attacks (Croce, Singh & Hein, 2024).
-
-    ``per_image_confusions`` ``(A, N, K, K)``: the confusion matrix of image ``n`` under attack
-    ``a``. Start from the single attack with the lowest dataset mIoU (ties: the first), then in
-    each round visit the images in a random order (``torch.Generator`` seeded with ``seed``) and
-    switch an image to the attack that lowers the dataset mIoU most, if it lowers it at all;
-    stop after ``rounds`` rounds or a round that changes nothing. Returns the attack chosen per
-    image ``(N,)`` int64 and the resulting mIoU, which is never higher than the best single attack's.
-    """
-    conf = torch.as_tensor(per_image_confusions).to(torch.int64).cpu()
-    if conf.dim() != 4 or conf.shape[-1] != conf.shape[-2] or conf.shape[0] < 1:
-        raise DdcatError(f"per_image_confusions must have shape (A, N, K, K) with A >= 1, got {tuple(conf.shape)}")
-    rounds = int(rounds)
-    gen = torch.Generator().manual_seed(check_seed(seed))
-    totals = conf.sum(dim=1)  # (A, K, K)
-    single = miou_of_confusions(totals)
-    first = int(torch.argmin(single))  # argmin returns the first minimum
-    n = conf.shape[1]
-    choice = torch.full((n,), first, dtype=torch.int64)
-    total = totals[first].clone()
-    current = float(single[first])
-    for _ in range(rounds):
-        changed = False
-        for i in torch.randperm(n, generator=gen).tolist():
-            candidates = total.unsqueeze(0) - conf[choice[i], i].unsqueeze(0) + conf[:, i]  # (A, K, K)
-            values = miou_of_confusions(candidates)
-            a = int(torch.argmin(values))
-            if float(values[a]) < current:
-                choice[i] = a
-                total = candidates[a]
-                current = float(values[a])
-                changed = True
-        if not changed:
-            break
-    return choice, current

@@ -71,4 +71,13 @@ def build_dataset(cfg: dict[str, Any], split: str) -> SyntheticSegmentation | Li
     transform = build_transform(cfg, split)
     if name == "synthetic":
         return _synthetic(cfg, split, transform)
+    if name == "ade20k":
+        from ddcat.data.ade20k import ADE20K, NUM_CLASSES as ADE_CLASSES
+
+        d = cfg["data"]
+        if d["root"] is None:
+            raise DdcatError("config key 'data.root' must be set for data.name=ade20k")
+        if d["num_classes"] != ADE_CLASSES:
+            raise DdcatError(f"config key 'data.num_classes' is {d['num_classes']} but ade20k has {ADE_CLASSES} classes (set data.num_classes={ADE_CLASSES})")
+        return ADE20K(d["root"], split, transform=transform, seed=cfg["seed"])
     return _list_based(cfg, split, transform)

@@ -14,6 +14,7 @@ from torch import nn
 from ddcat.checkpoint import load_model
 from ddcat.config import DEFAULTS, apply_sets, merge
 from ddcat.data import build_dataset
+from ddcat.data.check import check_dataset
 from ddcat.distributed import DistContext, init_distributed
 from ddcat.errors import DdcatError
 from ddcat.evaluation.class_counts import training_class_counts
@@ -81,15 +82,33 @@ def evaluate_model(
     on ``cfg``'s ``split``, one record per setting of ``plan`` and source. ``max_images``
     (default ``cfg["eval"]["max_images"]``, 0 = all) caps the images; ``seed`` (default
     ``cfg["seed"]``) seeds the randomized attacks unless ``plan.seed`` is set; ``cache_dir`` holds
-    the class-count cache of SEA's balanced loss; ``ctx`` shards the images over processes and
+    the class-count cache of SEA's balanced loss; ``plan.norm`` None takes ``cfg["eval"]["norm"]``; ``ctx`` shards the images over processes and
     names the device."""
     plan = with_class_counts(plan, cfg, cache_dir)
+    if plan.norm is None:  # the threat model: --norm, else the config's eval.norm
+        plan = replace(plan, norm=cfg["eval"].get("norm", DEFAULTS["eval"]["norm"]))
     settings = attack_settings(plan, list(sources), seed=cfg["seed"] if seed is None else seed)
     dataset = build_dataset(cfg, split)
+    if cfg["data"].get("check", True):  # every listed file, before the first batch (data/check.py)
+        check_dataset(dataset, progress=progress and ctx.is_main, desc=f"check {split} data")
     return evaluate(
         target, dataset, settings, cfg["data"]["num_classes"], ctx.device, cfg["eval"]["batch_size"],
         cfg["eval"]["max_images"] if max_images is None else max_images, ctx, progress, desc=desc,
     )
+
+
+def checkpoint_target(checkpoint: str | Path, sets: Sequence[str], ctx: DistContext) -> tuple[nn.Module, dict[str, Any]]:
+    """The checkpoint's model on its inference path on ``ctx.device``, and the config it is scored
+    with (the checkpoint's, ``--set`` overrides applied, its class count checked): what ``ddcat
+    eval`` and ``ddcat certify`` load."""
+    model, ckpt = load_model(checkpoint)
+    cfg = eval_config(ckpt, sets, checkpoint)
+    num_classes = ckpt["model_spec"]["num_classes"]
+    if cfg["data"]["num_classes"] != num_classes:
+        raise DdcatError(
+            f"--set data.num_classes={cfg['data']['num_classes']} disagrees with checkpoint {checkpoint}, which has {num_classes} classes"
+        )
+    return on_inference_path(model, cfg, ctx.device), cfg
 
 
 @dataclass
@@ -118,14 +137,8 @@ def evaluate_checkpoint(
     """Everything ``ddcat eval`` computes (nothing is written): clean and attacked records of the
     checkpoint under ``plan``, white-box or through the ``transfer_from`` substitutes."""
     ctx = init_distributed(device)
-    model, ckpt = load_model(checkpoint)
-    cfg = eval_config(ckpt, sets, checkpoint)
-    num_classes = ckpt["model_spec"]["num_classes"]
-    if cfg["data"]["num_classes"] != num_classes:
-        raise DdcatError(
-            f"--set data.num_classes={cfg['data']['num_classes']} disagrees with checkpoint {checkpoint}, which has {num_classes} classes"
-        )
-    target = on_inference_path(model, cfg, ctx.device)
+    target, cfg = checkpoint_target(checkpoint, sets, ctx)
+    num_classes = cfg["data"]["num_classes"]
     sources: list[tuple[str, nn.Module | None]] = [("self", None)]
     if transfer_from:
         sources = [(str(p), load_inference_model(p, cfg, ctx.device, expect={"num_classes": num_classes})) for p in transfer_from]

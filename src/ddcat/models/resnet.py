@@ -23,12 +23,14 @@ the test suite.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import torch
 from torch import nn
 
 from ddcat.config import CHOICES
 from ddcat.errors import DdcatError
+from ddcat.models.paper_layout import trunk_state
 from ddcat.models.state import first_mismatch
 
 
@@ -170,23 +172,39 @@ class ResNet(nn.Module):
         return c3, self.layer4(c3)
 
 
-def load_pretrained(resnet: ResNet, path: str | Path) -> None:
-    """Load an ImageNet state dict saved from a torchvision ResNet (``fc.*`` is ignored).
-
-    Every key of the trunk must be present with the same shape; otherwise the error names the
-    first key that is missing or differs (e.g. a deep-stem trunk with a 7x7-stem file).
-    """
+def read_weights(path: str | Path) -> Any:
+    """The object a weights file holds, read with ``weights_only=True`` (one-line errors)."""
     path = Path(path)
     if not path.is_file():
         raise DdcatError(f"pretrained weights not found: {path}")
     try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
+        return torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # noqa: BLE001 - any unpickling failure is a bad file
         raise DdcatError(f"cannot read pretrained weights {path}: {type(exc).__name__}") from None
+
+
+def load_pretrained(resnet: ResNet, path: str | Path, state: Any = None) -> None:
+    """Load an ImageNet state dict saved from a torchvision ResNet (``fc.*`` is ignored), semseg's
+    deep-base ``resnet50_v2.pth`` (the paper code's initialisation) or a paper-code checkpoint's trunk.
+
+    Every key of the trunk must be present with the same shape; otherwise the error names the
+    first key that is missing or differs (e.g. a deep-stem trunk with a 7x7-stem file). ``state``:
+    the file's content when the caller has read it already (:func:`read_weights`).
+    """
+    path = Path(path)
+    if state is None:
+        state = read_weights(path)
     if isinstance(state, dict) and "state_dict" in state and isinstance(state["state_dict"], dict):
         state = state["state_dict"]
+    if isinstance(state, dict) and isinstance(state.get("model"), dict) and "model_spec" in state:
+        # a ddcat checkpoint or `ddcat export` file (a robust model for PIR-AT): its trunk
+        state = {k[len("backbone."):]: v for k, v in state["model"].items() if k.startswith("backbone.")}
     if not isinstance(state, dict):
         raise DdcatError(f"pretrained weights {path} do not hold a state dict")
+    try:  # the paper code's layout (layer0.*, module.*) too
+        state = trunk_state(state)
+    except DdcatError as exc:
+        raise DdcatError(f"pretrained weights {path}: {exc}") from None
     own = resnet.state_dict()
     mismatch = first_mismatch(state, own)
     if mismatch is not None:

@@ -125,7 +125,7 @@ def build_model(arch: str, backbone: str, num_classes: int, ddc: bool = False, *
     ``dilation`` ("torchvision" | "paper"), ``align_corners`` (False; the paper: True),
     ``deep_sup_kernel`` (3; the paper's DeepLabv3: 1).
     """
-    from ddcat.models.resnet import load_pretrained
+    from ddcat.models.resnet import load_pretrained, read_weights
 
     pretrained = options.pop("pretrained", None)
     unknown = set(options) - set(MODEL_OPTIONS)
@@ -133,5 +133,29 @@ def build_model(arch: str, backbone: str, num_classes: int, ddc: bool = False, *
         raise DdcatError(f"unknown model option(s) {', '.join(sorted(unknown))}")
     model = Segmenter(arch, backbone, num_classes, ddc=ddc, **options)
     if pretrained:
-        load_pretrained(model.backbone, pretrained)
+        content = read_weights(pretrained)
+        if isinstance(content, dict) and content.get("format") == "ddcat" and isinstance(content.get("model"), dict):
+            load_whole_model(model, content["model"], pretrained)
+        else:
+            load_pretrained(model.backbone, pretrained, content)
     return model
+
+
+def load_whole_model(model: Segmenter, state: dict[str, torch.Tensor], path: Any) -> None:
+    """Initialise every weight of ``model`` from a ddcat checkpoint's state dict (``model.pretrained``
+    naming a ddcat checkpoint, e.g. one ``ddcat convert`` wrote): fine-tuning it, DDC-AT included.
+    Every key of the file must be a weight of the model with its shape, and every weight of the
+    model must be in the file, except DDC-AT's f_a / f_m when the file has none (a plain model
+    fine-tuned with ``--method ddcat``: those heads start fresh). Otherwise a one-line error naming the key."""
+    own = model.state_dict()
+    for key, value in state.items():
+        if key not in own:
+            raise DdcatError(f"pretrained checkpoint {path}: key '{key}' is not a weight of this model (model.* keys differ?)")
+        if tuple(value.shape) != tuple(own[key].shape):
+            raise DdcatError(f"pretrained checkpoint {path}: key '{key}' has shape {list(value.shape)}, the model expects {list(own[key].shape)}")
+    fresh = tuple(f"heads.{h}." for h in DDC_EXTRA_HEADS)
+    has_extra = any(k.startswith(fresh) for k in state)
+    for key in own:
+        if key not in state and (has_extra or not key.startswith(fresh)):
+            raise DdcatError(f"pretrained checkpoint {path} lacks weight '{key}'")
+    model.load_state_dict({**own, **state}, strict=True)

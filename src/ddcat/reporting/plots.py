@@ -16,6 +16,7 @@ import numpy as np
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
+from ddcat.attacks import registry
 from ddcat.constants import IGNORE_INDEX
 from ddcat.data.palette import voc_colormap
 from ddcat.errors import DdcatError
@@ -31,17 +32,18 @@ from ddcat.reporting.summary import (
     methods_of,
     steps_of,
     ordered,
+    size_table,
     strong_table,
     sweep_stats,
+    threat_model,
 )
 from ddcat.training import trainlog
 
 DPI = 100
-METHOD_COLORS = {"clean": "#7f7f7f", "sat": "#1f77b4", "ddcat-m": "#2ca02c", "ddcat-n": "#9467bd", "ddcat": "#d62728"}
-ATTACK_COLORS = {
-    "bim": "#1f77b4", "pgd": "#ff7f0e", "segpgd": "#2ca02c", "cospgd": "#9467bd",
-    "masked-ce": "#8c564b", "js": "#e377c2", "worst": "#d62728", "apgd": "#17becf", "sea": "#000000",
-}
+METHOD_COLORS = {"clean": "#7f7f7f", "sat": "#1f77b4", "ddcat-m": "#2ca02c", "ddcat-n": "#9467bd", "ddcat": "#d62728",
+                 "fgsm-rs": "#ff7f0e", "free": "#8c564b"}
+#: Attack colours: the registry's (:mod:`ddcat.attacks.registry`); an attack without one takes the cycle's.
+ATTACK_COLORS = {e.name: e.colour for e in registry.ENTRIES if e.colour}
 LINESTYLES = ("-", "--", ":", "-.")
 CYCLE = ("#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f", "#bcbd22", "#17becf")
 
@@ -77,6 +79,7 @@ def plot_sweep(results: dict[str, Any], path: str | Path, kind: str = "white-box
     axes = fig.subplots(1, max(1, len(archs)), squeeze=False)[0]
     xs = [0, *steps_of(results)]
     title = {"white-box": "white-box BIM", "transfer": "black-box transfer (BIM)"}.get(kind, kind)
+    title += "" if threat_model(results) == "L-inf" else f", {threat_model(results)}"
     if not archs:
         axes[0].text(0.5, 0.5, f"no {kind} evaluations", ha="center", va="center", transform=axes[0].transAxes)
         axes[0].set_axis_off()
@@ -250,7 +253,69 @@ def plot_training(run_dir: str | Path, out_dir: str | Path | None = None, window
         _share_axes(ax, "share of valid pixels (moving average)")
         fig.tight_layout()
         written.append(_save(fig, out / "routing.png"))
+    robust = plot_robustness_watch(records, out / "robustness.png", run_dir.name)
+    if robust is not None:
+        written.append(robust)
     return written
+
+
+WATCH_STYLES = {  # the robustness watch (train.robust_check_every): colour by input, line by metric
+    trainlog.ROBUST_CLEAN_ACC: ("#7f7f7f", "-", "clean aAcc"),
+    trainlog.ROBUST_TRAIN_ACC: ("#1f77b4", "-", "training attack aAcc"),
+    trainlog.ROBUST_PGD_ACC: ("#d62728", "-", "PGD-10 aAcc"),
+    trainlog.ROBUST_CLEAN_MIOU: ("#7f7f7f", ":", "clean mIoU"),
+    trainlog.ROBUST_TRAIN_MIOU: ("#1f77b4", ":", "training attack mIoU"),
+    trainlog.ROBUST_PGD_MIOU: ("#d62728", ":", "PGD-10 mIoU"),
+}
+
+
+def plot_robustness_watch(records: Sequence[dict[str, Any]], path: str | Path, name: str) -> Path | None:
+    """``robustness.png``: the watch's accuracy and mIoU on its fixed held-out images, clean, under
+    the training attack and under PGD-10, with a marker where the catastrophic-overfitting warning
+    fired; None when the log has no watch records."""
+    keys = [k for k in WATCH_STYLES if any(r.get(k) is not None for r in records)]
+    if not keys:
+        return None
+    fig = _figure(8, 4.5)
+    ax = fig.subplots()
+    for key in keys:
+        x, y = _series(records, key)
+        color, ls, label = WATCH_STYLES[key]
+        ax.plot(x, y, color=color, ls=ls, lw=1.5, marker="o", ms=3, label=label)
+    warned = [(r[trainlog.ITER], r[trainlog.ROBUST_PGD_ACC]) for r in records if r.get(trainlog.WARNING)]
+    if warned:
+        ax.scatter(*zip(*warned), color="black", marker="x", s=40, zorder=3, label="warning: PGD < 0.5 x training attack")
+    ax.set_title(f"robustness watch (held-out images): {name}")
+    _share_axes(ax, "pixel accuracy / mIoU")
+    fig.tight_layout()
+    return _save(fig, path)
+
+
+def plot_cost_front(points: Sequence[tuple[str, int, float, float]], path: str | Path, ylabel: str, title: str) -> Path:
+    """Robust mIoU against training cost (x clean), one point per (method label, seed, cost,
+    mIoU), the seeds of a method in its colour, with the Pareto front (no other point both cheaper
+    and more robust) drawn as a step line."""
+    fig = _figure(7, 4.5)
+    ax = fig.subplots()
+    labels = list(dict.fromkeys(p[0] for p in points))
+    for i, label in enumerate(labels):
+        xs = [p[2] for p in points if p[0] == label]
+        ys = [p[3] for p in points if p[0] == label]
+        ax.scatter(xs, ys, color=_method_color(label, i), s=36, label=method_name(label), zorder=3)
+    front = []
+    for p in sorted(points, key=lambda p: (p[2], -p[3])):
+        if not front or p[3] > front[-1][3]:
+            front.append(p)
+    if front:
+        ax.step([p[2] for p in front], [p[3] for p in front], where="post", color="black", lw=0.8, alpha=0.6, label="front")
+    ax.axvline(1.5, color="#999999", ls=":", lw=1)
+    ax.set_xlabel("training cost per iteration (x clean)")
+    ax.set_ylabel(ylabel)
+    ax.set_title(title)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    return _save(fig, path)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -286,9 +351,43 @@ def plot_strong(results: dict[str, Any], path: str | Path) -> Path:
         ax.set_ylabel("mIoU")
         ax.set_ylim(bottom=0)
         n = sorted({e["steps"] for e in table})
-        ax.set_title(f"{arch_name(arch)}: stronger attacks (n={', '.join(map(str, n))})")
+        norm = "" if threat_model(results) == "L-inf" else f", {threat_model(results)}"
+        ax.set_title(f"{arch_name(arch)}: stronger attacks (n={', '.join(map(str, n))}{norm})")
         ax.grid(axis="y", alpha=0.3)
         ax.legend(fontsize=7, ncol=2)
+    fig.tight_layout()
+    return _save(fig, path)
+
+
+def plot_size_recall(results: dict[str, Any], path: str | Path) -> Path:
+    """Size-resolved recall: one subplot per (architecture, method) of the "strong" evaluations,
+    recall of ground-truth object pixels against the object-size bin, one line per attack (clean
+    included), mean over seeds. Size 4 x 3 inches per subplot."""
+    panels = [(arch, m, [e for e in size_table(results, arch) if e["method"] == m])
+              for arch in archs_of(results, "strong") for m in methods_of(results, arch, "strong")]
+    panels = [p for p in panels if p[2]]
+    if not panels:
+        raise DdcatError("no stronger-attack evaluation holds size_recall")
+    cols = min(3, len(panels))
+    rows = -(-len(panels) // cols)
+    fig = _figure(4 * cols, 3 * rows)
+    axes = fig.subplots(rows, cols, squeeze=False).reshape(-1)
+    for ax, (arch, method, entries) in zip(axes, panels):
+        bins = entries[0]["bins"]
+        for j, e in enumerate(entries):
+            ys = [e["recall"].get(b, np.nan) for b in bins]
+            color = "#000000" if e["attack"] == "clean" else ATTACK_COLORS.get(e["attack"], CYCLE[j % len(CYCLE)])
+            ax.plot(range(len(bins)), ys, marker="o", ms=3, lw=1.2, color=color, ls="--" if e["attack"] == "clean" else "-", label=e["label"])
+        ax.set_xticks(range(len(bins)))
+        ax.set_xticklabels(bins)
+        ax.set_ylim(0, 1)
+        ax.set_xlabel("object size (share of labelled pixels)")
+        ax.set_ylabel("recall")
+        ax.set_title(f"{arch_name(arch)} {method_name(method)}", fontsize=9)
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=6, ncol=2)
+    for ax in axes[len(panels):]:
+        ax.set_axis_off()
     fig.tight_layout()
     return _save(fig, path)
 

@@ -8,6 +8,7 @@ from typing import Any, Callable
 
 from ddcat.errors import DdcatError
 from ddcat.reporting import plots
+from ddcat.reporting.card import card_models, card_section, card_text
 from ddcat.reporting.summary import (
     arch_name,
     archs_of,
@@ -15,13 +16,18 @@ from ddcat.reporting.summary import (
     claimed_vs_remaining,
     column_labels,
     findings,
+    lowest_bounds,
+    lowest_rows,
     method_name,
     methods_of,
     paper_table,
     pooled_count,
+    size_rows,
+    size_table,
     strong_rows,
     strong_table,
     substitutes,
+    threat_model,
 )
 from ddcat.reporting.tables import fmt, markdown_table, paper_markdown, text_table
 
@@ -77,7 +83,7 @@ def _sweep_section(results: dict[str, Any], kind: str, methods: tuple[str, ...] 
 
 def write_report(results: dict[str, Any], out_dir: str | Path) -> Path:
     """Write ``out_dir/report.md`` and the figures it links (``sweep_white_box.png``,
-    ``sweep_transfer.png``, ``routing.png``, ``strong_attacks.png``, ``claimed_vs_remaining.png``,
+    ``sweep_transfer.png``, ``routing.png``, ``strong_attacks.png``, ``size_recall.png``, ``claimed_vs_remaining.png``,
     ``qualitative_<arch>.png``;
     each only when there is data for it). Returns the path of ``report.md``."""
     out_dir = Path(out_dir)
@@ -97,7 +103,13 @@ def write_report(results: dict[str, Any], out_dir: str | Path) -> Path:
     for key, label in (("date", "Date"), ("machine", "Machine"), ("command", "Command"), ("file", "Experiment file")):
         if results.get(key):
             md.append(f"- {label}: `{results[key]}`" if key in ("command", "file") else f"- {label}: {results[key]}")
-    md.append(f"- Attack: BIM, eps {results.get('eps', '-')}, alpha {results.get('alpha', '-')} (pixels in [0, 1]), steps n = {steps}")
+    norm = threat_model(results)
+    md.append(f"- Attack: BIM, {norm} eps {results.get('eps', '-')}, alpha {results.get('alpha', '-')} (pixels in [0, 1]), steps n = {steps}")
+    if norm != "L-inf":
+        md.append(f"- Threat model: {norm} (eps = the {norm} radius per image; every attack of the report)")
+    elif isinstance(results.get("eps"), (int, float)):
+        md.append(f"- Threat model: L-inf, untargeted, white-box (Table 2: black-box transfer from the substitutes); "
+                  f"eps {results['eps']} = {results['eps'] * 255:.2f}/255 (the literature compares at 4/255 and 8/255)")
     if results.get("quick"):
         md.append("- Quick run (`--quick`): a smoke test, not a reproduction.")
     if results.get("wall_seconds") is not None:
@@ -145,6 +157,18 @@ def write_report(results: dict[str, Any], out_dir: str | Path) -> Path:
                     md += [f"**Model: {arch_name(arch)}** ({metric})", "", markdown_table(cols, rows, first="Method"), ""]
         md += figure("strong_attacks.png", lambda p: plots.plot_strong(results, p),
                      "mIoU under BIM and the stronger attacks, error bars = std over seeds.")
+        sizes = {arch: size_table(results, arch) for arch in strong_archs}
+        if any(sizes.values()):
+            md += ["## Objects by size: image-wise mIoU and size-resolved recall", "",
+                   "Image-wise mIoU: the mean over images of each image's mIoU over the classes with a non-empty union in it "
+                   "(Halmosi et al. 2024). Recall by size: every ground-truth object (8-connected component of one class) is "
+                   "binned by its share of the image's labelled pixels; the share of its pixels still classified correctly, "
+                   "per bin. Ensembles: their per-image worst case. Mean over seeds.", ""]
+            for arch in (a for a, entries in sizes.items() if entries):
+                cols, rows = size_rows(sizes[arch])
+                md += [f"**Model: {arch_name(arch)}**", "", markdown_table(cols, rows, first="Method, attack"), ""]
+            md += figure("size_recall.png", lambda p: plots.plot_size_recall(results, p),
+                         "Recall of ground-truth object pixels by object size, clean (dashed) and under each attack.")
 
     claims = {arch: claimed_vs_remaining(results, arch) for arch in strong_archs}
     if any(claims.values()):
@@ -160,6 +184,19 @@ def write_report(results: dict[str, Any], out_dir: str | Path) -> Path:
                            markdown_table(cols, rows, first="Method"), ""]
         md += figure("claimed_vs_remaining.png", lambda p: plots.plot_claimed_vs_remaining(results, p),
                      "Claimed vs. remaining: mIoU under BIM-n (what BIM claims) and under SEA (what remains), clean as a marker, error bars = std over seeds.")
+
+    md += card_section(results)
+    lows = {arch: lowest_bounds(results, arch) for arch in archs_of(results)}
+    if any(lows.values()):
+        md += ["## Lowest bound per model: every attack found", "",
+               "Per model (seed), the lowest mIoU (and aAcc) that any attack in these evaluations left, whichever attack it was "
+               "(BIM at any step count, the stronger attacks, SEA, any later attack; white-box, so transfer is left to Table 2), "
+               "at the same eps; then mean and "
+               "population std over seeds. This is the robustness that survives everything tried, an upper bound on the true one.", ""]
+        for arch in (a for a, entries in lows.items() if entries):
+            cols, rows = lowest_rows(lows[arch])
+            md += [f"**Model: {arch_name(arch)}**", "", markdown_table(cols, rows, first="Method"), "",
+                   "Attacks giving the lowest value: " + "; ".join(f"{e['name']}: {', '.join(e['attacks'])}" for e in lows[arch]), ""]
 
     routing = _routing_logs(results, out_dir)
     if routing:
@@ -229,4 +266,6 @@ def print_tables(results: dict[str, Any]) -> str:
         ccols, rows = claimed_rows(claimed_vs_remaining(results, arch))
         if rows:
             parts.append(text_table(f"Claimed vs. remaining (mIoU, BIM vs SEA): {arch_name(arch)}", ccols, rows))
+    if card_models(results):
+        parts.append(card_text(card_models(results)))
     return "\n\n".join(parts) if parts else "no evaluations to tabulate"

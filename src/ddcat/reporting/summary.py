@@ -15,23 +15,24 @@ from __future__ import annotations
 import math
 from typing import Any, Iterable, Sequence
 
+from ddcat.attacks import registry
+from ddcat.constants import SWEEP_STEPS
 from ddcat.evaluation.settings import BUDGET_ATTACKS
 from ddcat.reporting.tables import fmt
 from ddcat.statistics import mean_std
 
-METHOD_ORDER = ("clean", "sat", "ddcat-m", "ddcat-n", "ddcat")
-METHOD_NAMES = {"clean": "No Defense", "sat": "SAT", "ddcat": "DDC-AT", "ddcat-m": "DDC-AT-M", "ddcat-n": "DDC-AT-N"}
+METHOD_ORDER = ("clean", "sat", "ddcat-m", "ddcat-n", "ddcat", "fgsm-rs", "free")
+METHOD_NAMES = {"clean": "No Defense", "sat": "SAT", "ddcat": "DDC-AT", "ddcat-m": "DDC-AT-M", "ddcat-n": "DDC-AT-N",
+                "fgsm-rs": "FGSM-RS", "free": "Free AT"}
 ARCH_ORDER = ("pspnet", "deeplabv3")
 ARCH_NAMES = {"pspnet": "PSPNet", "deeplabv3": "DeepLabv3"}
-STRONG_ORDER = ("clean", "bim", "pgd", "segpgd", "cospgd", "masked-ce", "js", "worst", "apgd", "sea")
-#: Display labels of the attacks (the names themselves are :data:`ddcat.attacks.ATTACK_NAMES`).
-ATTACK_LABELS = {
-    "clean": "clean", "bim": "BIM", "fgsm": "FGSM", "pgd": "PGD", "segpgd": "SegPGD", "cospgd": "CosPGD",
-    "masked-ce": "masked-CE", "js": "JS", "worst": "worst", "apgd": "APGD", "sea": "SEA",
-}
-#: Attacks whose label carries their step / iteration count.
-COUNTED = ("bim", "apgd", "sea")
-DEFAULT_STEPS = (1, 2, 3, 4, 5, 6, 7)
+#: The order of the attacks in tables: clean, then the registry's order (:mod:`ddcat.attacks.registry`).
+STRONG_ORDER = ("clean", *registry.ATTACK_NAMES)
+#: Display labels of the attacks: the registry's.
+ATTACK_LABELS = {"clean": "clean", **{name: registry.label_of(name) for name in registry.ATTACK_NAMES}}
+#: Attacks whose label carries their step / iteration count: BIM (the sweep) and the iteration attacks.
+COUNTED = ("bim", *BUDGET_ATTACKS)
+DEFAULT_STEPS = SWEEP_STEPS
 TIE = 1e-9  # differences below this count as equal ("does not beat")
 
 Stat = tuple[float, float, int]  # (mean, population std, number of values)
@@ -50,6 +51,15 @@ def attack_label(attack: str, steps: int | None = None) -> str:
     by name alone."""
     name = ATTACK_LABELS.get(attack, attack)
     return f"{name}-{steps}" if attack in COUNTED and steps else name
+
+
+def threat_model(results: dict[str, Any]) -> str:
+    """``"L2"`` when the evaluations' records are L2 (``eval.norm: l2``), "mixed" when they differ, else
+    "L-inf" (records without a norm are L-inf)."""
+    norms = {r.get("norm", "linf") for ev in results.get("evaluations", []) for r in ev.get("records", []) if r.get("attack") != "clean"}
+    if len(norms) > 1:
+        return "mixed (L-inf and L2)"
+    return "L2" if norms == {"l2"} else "L-inf"
 
 
 def ordered(found: Iterable[str], order: Sequence[str]) -> list[str]:
@@ -238,6 +248,45 @@ def strong_table(results: dict[str, Any], arch: str) -> list[dict[str, Any]]:
     return table
 
 
+def size_table(results: dict[str, Any], arch: str) -> list[dict[str, Any]]:
+    """Image-wise mIoU and size-resolved recall (issue 16 section 5) of the "strong" evaluations:
+    one entry per (method, attack) (clean first), mean over seeds. Each entry: ``method``, ``name``,
+    ``attack``, ``label``, ``bins`` (bin names), ``recall`` (bin -> mean recall), ``mIoU_imagewise``."""
+    out = []
+    for e in strong_table(results, arch):
+        evs = evaluations(results, arch, e["method"], "strong")
+        for a in e["attacks"]:
+            recalls: dict[str, list[float]] = {}
+            image: list[float] = []
+            bins: list[str] = []
+            for ev in evs:
+                r = next((r for r in ev.get("records", []) if _strong_match(r, a, e["steps"])), None)
+                if r is None or "size_recall" not in r:
+                    continue
+                bins = [b["bin"] for b in r["size_recall"]]
+                for b in r["size_recall"]:
+                    if b["recall"] is not None:
+                        recalls.setdefault(b["bin"], []).append(float(b["recall"]))
+                if r.get("mIoU_imagewise") is not None:
+                    image.append(float(r["mIoU_imagewise"]))
+            if bins:
+                out.append({
+                    "method": e["method"], "name": e["name"], "attack": a, "label": e["labels"][a], "bins": bins,
+                    "recall": {b: mean_std(v)[0] for b, v in recalls.items()},
+                    "mIoU_imagewise": mean_std(image)[0] if image else None,
+                })
+    return out
+
+
+def size_rows(entries: Sequence[dict[str, Any]]) -> tuple[list[str], list[tuple[str, list[float | None]]]]:
+    """:func:`size_table` as (column titles, rows): image-wise mIoU, then recall per size bin."""
+    if not entries:
+        return [], []
+    bins = entries[0]["bins"]
+    cols = ["mIoU (image-wise)", *(f"recall {b}" for b in bins)]
+    return cols, [(f"{e['name']}, {e['label']}", [e["mIoU_imagewise"], *(e["recall"].get(b) for b in bins)]) for e in entries]
+
+
 def claimed_vs_remaining(results: dict[str, Any], arch: str, metric: str = "mIoU") -> list[dict[str, Any]]:
     """Per method with a strong evaluation holding both BIM-n and SEA: the robustness BIM-n claims,
     what SEA leaves (mean and std over seeds of ``metric``) and the clean value.
@@ -257,6 +306,55 @@ def claimed_vs_remaining(results: dict[str, Any], arch: str, metric: str = "mIoU
             "remaining": means["sea"], "remaining_std": stds["sea"], "overstatement": means["bim"] - means["sea"],
         })
     return out
+
+
+def lowest_bounds(results: dict[str, Any], arch: str) -> list[dict[str, Any]]:
+    """The lowest mIoU any white-box attack found, per model, over every record of every evaluation
+    of it (BIM sweep, stronger attacks, worst case, SEA, any attack name a later version adds; all at
+    the report's eps; transfer records, another threat model, are Table 2's), then mean and
+    population std over the seeds of each method.
+
+    Each entry: ``method``, ``name``, ``seeds``, ``clean`` (mean), ``lowest``, ``lowest_std``,
+    ``attacks`` (the labels that gave a model's lowest value, most frequent first) and ``aAcc`` /
+    ``aAcc_std`` (the lowest aAcc, per model, over the same records)."""
+    out = []
+    for method in methods_of(results, arch):
+        per_run: dict[Any, dict[str, Any]] = {}
+        for ev in evaluations(results, arch, method):
+            run = per_run.setdefault(ev.get("run_id", ev.get("seed")), {"mIoU": None, "aAcc": None, "label": None, "clean": None})
+            for r in ev.get("records", []):
+                if r.get("attack") == "clean":
+                    if run["clean"] is None and r.get("mIoU") is not None:
+                        run["clean"] = float(r["mIoU"])
+                    continue
+                if not _is_self(r):  # transfer: another threat model (black-box), reported in Table 2
+                    continue
+                label = attack_label(str(r.get("attack")), r.get("steps"))
+                if r.get("mIoU") is not None and (run["mIoU"] is None or float(r["mIoU"]) < run["mIoU"]):
+                    run["mIoU"], run["label"] = float(r["mIoU"]), label
+                if r.get("aAcc") is not None and (run["aAcc"] is None or float(r["aAcc"]) < run["aAcc"]):
+                    run["aAcc"] = float(r["aAcc"])
+        attacked = [r for r in per_run.values() if r["mIoU"] is not None]
+        if not attacked:
+            continue
+        low, low_std = mean_std([r["mIoU"] for r in attacked])
+        acc = [r["aAcc"] for r in attacked if r["aAcc"] is not None]
+        cleans = [r["clean"] for r in per_run.values() if r["clean"] is not None]
+        labels = [r["label"] for r in attacked]
+        out.append({
+            "method": method, "name": method_name(method), "seeds": len(attacked),
+            "clean": mean_std(cleans)[0] if cleans else None, "lowest": low, "lowest_std": low_std,
+            "attacks": sorted(set(labels), key=lambda a: (-labels.count(a), a)),
+            "aAcc": mean_std(acc)[0] if acc else None, "aAcc_std": mean_std(acc)[1] if acc else None,
+        })
+    return out
+
+
+def lowest_rows(entries: Sequence[dict[str, Any]]) -> tuple[list[str], list[tuple[str, list[float | None]]]]:
+    """:func:`lowest_bounds` as (column titles, rows): clean, lowest mIoU, its std, lowest aAcc."""
+    if not entries:
+        return [], []
+    return ["clean", "lowest mIoU", "std", "lowest aAcc"], [(e["name"], [e["clean"], e["lowest"], e["lowest_std"], e["aAcc"]]) for e in entries]
 
 
 def claimed_rows(entries: Sequence[dict[str, Any]]) -> tuple[list[str], list[tuple[str, list[float | None]]]]:
@@ -351,6 +449,11 @@ def findings(results: dict[str, Any]) -> list[str]:
             text = _tally(f"{A}, black-box transfer", "DDC-AT", tr["ddcat"], "SAT", tr["sat"], steps)
             if text:
                 out.append(text)
+        lows = {e["method"]: e for e in lowest_bounds(results, arch)}
+        if "ddcat" in lows and "sat" in lows:
+            d, s = lows["ddcat"], lows["sat"]
+            out.append(_compare("DDC-AT", (d["lowest"], d["lowest_std"], d["seeds"]), "SAT", (s["lowest"], s["lowest_std"], s["seeds"]),
+                                f"{A}, the strongest evaluation present (lowest mIoU per model over every attack: {', '.join(d['attacks'] + [a for a in s['attacks'] if a not in d['attacks']])})"))
         for e in claimed_vs_remaining(results, arch):
             where = f"{A}, {e['name']}"
             out.append(

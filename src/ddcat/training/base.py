@@ -6,11 +6,24 @@ configuration) and turns one mini-batch into the loss of one optimisation step.
 
 from __future__ import annotations
 
+import contextlib
+
 import torch
 from torch import nn
 
 from ddcat.training.losses import cross_entropy
 from ddcat.training.trainlog import LOSS_DEEP_SUP, LOSS_MAIN
+
+
+def gaussian_noise(images: torch.Tensor, sigma: float) -> torch.Tensor:
+    """``images + sigma * N(0, I)``, no clipping: the Gaussian-noise augmentation that makes a base
+    model for randomized smoothing (Cohen et al. 2019; SegCertify, Fischer et al. 2021, train with
+    the sigma they certify at). The noise comes from torch's global RNG, which the training loop
+    seeds per (seed, iteration, shard): a resumed run draws the same noise. ``sigma == 0`` returns
+    ``images`` itself and draws nothing."""
+    if sigma == 0:
+        return images
+    return images + sigma * torch.randn_like(images)
 
 
 def split_sizes(batch: int, adv_fraction: float) -> tuple[int, int]:
@@ -24,14 +37,19 @@ class Method:
 
     ``net`` is the module the loss is computed through (possibly wrapped in DDP); ``model`` is
     the plain :class:`~ddcat.models.Segmenter` underneath, which the attacks use.
-    ``deep_sup_weight``: the weight of the deep-supervision CE (0.4 in the paper).
+    ``deep_sup_weight``: the weight of the deep-supervision CE (0.4 in the paper);
+    ``noise_sigma``: std of the Gaussian noise added to the clean share of the batch (0 = none;
+    see :func:`gaussian_noise`).
     """
 
     name = "base"
     needs_ddc_heads = False
+    #: loop iterations (= optimiser steps) per mini-batch: free AT replays each batch m times
+    replays = 1
 
-    def __init__(self, deep_sup_weight: float):
+    def __init__(self, deep_sup_weight: float, noise_sigma: float = 0.0):
         self.deep_sup_weight = deep_sup_weight
+        self.noise_sigma = noise_sigma
 
     def split(self, batch: int) -> tuple[int, int]:
         """(clean, adversarial) image counts of a batch of ``batch`` images, or a DdcatError when
@@ -43,6 +61,14 @@ class Method:
     ) -> tuple[torch.Tensor, dict[str, float]]:
         """``seed``: the seed of this call's attack (its random start), passed per call."""
         raise NotImplementedError
+
+    def state_dict(self) -> dict:
+        """Training state the method carries between iterations (saved in ``last.pt`` for an exact
+        resume); none for a method whose iterations are independent."""
+        return {}
+
+    def load_state_dict(self, state: dict, device: torch.device) -> None:
+        """Restore what :meth:`state_dict` returned."""
 
     def supervised_terms(self, out: dict[str, torch.Tensor], labels: torch.Tensor) -> tuple[torch.Tensor, dict[str, float]]:
         """CE of the main head plus the weighted deep-supervision CE (when the model has that head)."""
@@ -59,10 +85,22 @@ class AdversarialMethod(Method):
     ``attack``: the training attack (an :class:`~ddcat.attacks.Attack`); ``adv_fraction``: the
     share f of adversarial images (0.5 in the paper)."""
 
-    def __init__(self, attack, adv_fraction: float, deep_sup_weight: float):
-        super().__init__(deep_sup_weight)
+    def __init__(self, attack, adv_fraction: float, deep_sup_weight: float, noise_sigma: float = 0.0):
+        super().__init__(deep_sup_weight, noise_sigma)
         self.attack = attack
         self.adv_fraction = adv_fraction
 
+    #: the precision of the training attack's forwards: ``fp32`` (autocast off, the attack is built
+    #: with ``precision="fp32"``) or ``bf16`` (the attack is built with ``precision="autocast"`` and
+    #: runs inside :meth:`attack_context`); ``attack.precision`` in the config
+    attack_dtype = "fp32"
+
     def split(self, batch: int) -> tuple[int, int]:
         return split_sizes(batch, self.adv_fraction)
+
+    def attack_context(self, x: torch.Tensor) -> contextlib.AbstractContextManager:
+        """bf16 autocast around the attack (and DDC-AT's B_clean / B_adv) when ``attack_dtype`` is
+        ``bf16``; otherwise nothing (an fp32 attack turns autocast off itself)."""
+        if self.attack_dtype == "bf16":
+            return torch.autocast(device_type=x.device.type, dtype=torch.bfloat16)
+        return contextlib.nullcontext()

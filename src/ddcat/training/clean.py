@@ -1,8 +1,9 @@
-"""No defense: plain supervised training (the paper's "No Defense" rows)."""
+"""No defense: plain supervised training (the paper's "No Defense" rows); with ``noise_sigma`` > 0
+every image of the batch gets Gaussian noise (a base model for randomized smoothing)."""
 
 from __future__ import annotations
 
-from ddcat.training.base import Method
+from ddcat.training.base import Method, gaussian_noise
 from ddcat.training.trainlog import LOSS
 
 
@@ -10,5 +11,5 @@ class CleanTraining(Method):
     name = "clean"
 
     def loss(self, net, model, images, labels, seed=None):
-        loss, stats = self.supervised_terms(net(images), labels)
+        loss, stats = self.supervised_terms(net(gaussian_noise(images, self.noise_sigma)), labels)
         return loss, {LOSS: loss.item(), **stats}

@@ -150,8 +150,9 @@ class DivideAndConquerTraining(AdversarialMethod):
         # B_clean from the attack's first forward when that is at the clean images; otherwise (a
         # random start, or an attack of 0 steps) from one separate no-grad forward
         tap = CleanPrediction(model, rows=local) if self.attack.starts_at_clean else None
-        adv = self.attack(model, attacked, labels[first:], forward=tap, seed=seed)
-        with attack_precision(self.attack, images):
+        with self.attack_context(images):  # attack.precision bf16: B_clean and B_adv in bf16 too
+            adv = self.attack(model, attacked, labels[first:], forward=tap, seed=seed)
+        with self.attack_context(images), attack_precision(self.attack, images):
             b_clean = tap.b_clean if tap is not None and tap.b_clean is not None else predict_combined(model, attacked[local])
             b_adv = predict_combined(model, adv[local])
         # label maps of the whole batch, equal outside ``need`` (no boundary property there)

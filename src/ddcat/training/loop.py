@@ -24,7 +24,8 @@ import torch.distributed as dist
 from torch import nn
 from tqdm import tqdm
 
-from ddcat.attacks import build_attack
+from ddcat import activity
+from ddcat.attacks import FGSM, build_attack
 from ddcat.checkpoint import (
     FORMAT,
     VERSION,
@@ -38,20 +39,24 @@ from ddcat.checkpoint import (
     spec_from_config,
     write_error,
 )
-from ddcat.config import CHOICES, check_value
+from ddcat.config import CHOICES, SINGLE_STEP_METHODS, check_value
 from ddcat.data import build_dataset
 from ddcat.distributed import DistContext, barrier, init_distributed
 from ddcat.errors import DdcatError
 from ddcat.models.user import trust as trust_factory
+from ddcat.rngstate import check_rng_state
 from ddcat.runinfo import write_run_files
 from ddcat.training import batchnorm as bn
 from ddcat.training.base import Method
 from ddcat.training.clean import CleanTraining
 from ddcat.training.ddcat import DivideAndConquerTraining
+from ddcat.training.fgsm_rs import FastAdversarialTraining, RandomStartFGSM
+from ddcat.training.free import FreeAdversarialTraining
 from ddcat.training.optim import build_optimizer, set_poly_lr
 from ddcat.training.sampling import EpochIndexed, ResumableBatchSampler, collate, iteration_seed
 from ddcat.training.sat import StandardAdversarialTraining
 from ddcat.training.trainlog import ITER, LOG_NAME, LOSS, LR, TIME, LogWriter, truncated_text
+from ddcat.training.watch import RobustnessWatch, check_record, fixed_batches
 
 #: The training methods (``train.method``): the config's list of choices.
 METHODS = CHOICES["train.method"]
@@ -63,10 +68,32 @@ def build_method(cfg: dict[str, Any]) -> Method:
     t, a = cfg["train"], cfg["attack"]
     name = check_value("train.method", t["method"])
     if name == "clean":
-        return CleanTraining(deep_sup_weight=t["deep_sup_weight"])
-    attack = build_attack(a["name"], eps=a["eps"], alpha=a["alpha"], steps=a["steps"])
+        return CleanTraining(deep_sup_weight=t["deep_sup_weight"], noise_sigma=t["noise_sigma"])
+    method = _adversarial_method(name, t, a, training_attack(a, single_step=name in SINGLE_STEP_METHODS))
+    method.attack_dtype = a["precision"]
+    return method
+
+
+def training_attack(a: dict[str, Any], single_step: bool = False):
+    """The training attack the ``attack`` section names: ``fgsm-rs`` (for ``--method fgsm-rs``
+    always) is :class:`RandomStartFGSM` with step ``fgsm_rs_step`` x eps; ``attack.precision: bf16``
+    builds it with ``precision="autocast"`` (the method runs it under bf16 autocast)."""
+    precision = "autocast" if a["precision"] == "bf16" else "fp32"
+    if single_step or a["name"] == "fgsm-rs":
+        return RandomStartFGSM(eps=a["eps"], alpha=a["fgsm_rs_step"] * a["eps"], precision=precision)
+    return build_attack(a["name"], eps=a["eps"], alpha=a["alpha"], steps=a["steps"], precision=precision)
+
+
+def _adversarial_method(name: str, t: dict[str, Any], a: dict[str, Any], attack) -> Method:
+    if name == "fgsm-rs":
+        return FastAdversarialTraining(attack, adv_fraction=t["adv_fraction"], deep_sup_weight=t["deep_sup_weight"])
+    if name == "free":  # the watch's "training attack" of free AT: FGSM at eps, its step from delta = 0
+        fgsm = FGSM(eps=a["eps"], precision=attack.precision)
+        return FreeAdversarialTraining(fgsm, eps=a["eps"], replays=t["free_replays"], adv_fraction=t["adv_fraction"], deep_sup_weight=t["deep_sup_weight"])
     if name == "sat":
-        return StandardAdversarialTraining(attack, adv_fraction=t["adv_fraction"], deep_sup_weight=t["deep_sup_weight"])
+        return StandardAdversarialTraining(
+            attack, adv_fraction=t["adv_fraction"], deep_sup_weight=t["deep_sup_weight"], noise_sigma=t["noise_sigma"]
+        )
     return DivideAndConquerTraining(
         attack,
         division=name,
@@ -161,9 +188,58 @@ def resume_checkpoint(out: Path, resume: str | Path | bool, iters: int) -> tuple
             raise DdcatError(f"{exc}; the previous checkpoint is intact: resume with --resume {prev}") from None
         raise
     check_resumable(ckpt, path)
+    check_rng_state(ckpt["rng"], path)  # crafted generator states: named, before anything is written
     if ckpt["iteration"] > iters:
         raise DdcatError(f"checkpoint {path} is at iteration {ckpt['iteration']}, past train.iters={iters}; raise train.iters to continue training")
     return path, ckpt
+
+
+def replayed(loader, start: int, stop: int, replays: int):
+    """(iteration, batch) for iterations start .. stop-1, each batch of ``loader`` (which yields batch
+    start // replays, start // replays + 1, ...) used for ``replays`` consecutive iterations."""
+    batches = iter(loader)
+    batch = None
+    for iteration in range(start, stop):
+        if batch is None or iteration % replays == 0:
+            batch = next(batches, None)
+            if batch is None:
+                return
+        yield iteration, batch
+
+
+def _method_state(method: Method, ctx: DistContext) -> list[Any] | None:
+    """The method's carried state (free AT's perturbation), one entry per process; None if it has none."""
+    state = method.state_dict()
+    if not state:
+        return None
+    if not ctx.enabled:
+        return [state]
+    gathered: list[Any] = [None] * ctx.world
+    dist.all_gather_object(gathered, state)
+    return gathered
+
+
+def _set_method_state(method: Method, ckpt: dict[str, Any], path: Path, ctx: DistContext) -> None:
+    states = ckpt.get("method_state")
+    if states is None:
+        return
+    if not isinstance(states, list) or not states:
+        raise DdcatError(f"checkpoint {path}: 'method_state' must be a list with one entry per process")
+    if len(states) == ctx.world:  # another world size: the carried state restarts (as at iteration 0)
+        try:
+            method.load_state_dict(states[ctx.rank], ctx.device)
+        except DdcatError as exc:
+            raise DdcatError(f"checkpoint {path}: {exc}") from None
+
+
+def _build_watch(cfg: dict[str, Any], method: Method, ctx: DistContext) -> RobustnessWatch:
+    """The robustness watch on the first ``train.robust_check_images`` validation images."""
+    t, a = cfg["train"], cfg["attack"]
+    batches = fixed_batches(build_dataset(cfg, "val"), t["robust_check_images"], cfg["eval"]["batch_size"])
+    attack = getattr(method, "attack", None)
+    context = getattr(method, "attack_context", None)
+    precision = "autocast" if a["precision"] == "bf16" else "fp32"
+    return RobustnessWatch(batches, cfg["data"]["num_classes"], attack, a["eps"], a["alpha"], precision=precision, attack_context=context)
 
 
 def _autocast(cfg: dict[str, Any], device: torch.device):
@@ -220,6 +296,8 @@ def train(cfg: dict[str, Any], out: str | Path, resume: str | Path | bool = Fals
         )
     local_batch = t["batch_size"] // (ctx.world * t["accum_steps"])
     method.split(local_batch)  # a batch the method cannot split fails before any work
+    if method.replays > 1 and t["accum_steps"] > 1:
+        raise DdcatError(f"--method {method.name} carries one perturbation per process: use train.accum_steps=1 (got {t['accum_steps']})")
 
     spec = spec_from_config(cfg, ddc=method.needs_ddc_heads)
     trust_factory(cfg["model"].get("factory"))  # a training config is the user's own
@@ -243,6 +321,7 @@ def train(cfg: dict[str, Any], out: str | Path, resume: str | Path | bool = Fals
         optimizer.load_state_dict(ckpt["optimizer"])
         start = int(ckpt["iteration"])
         _set_rng_state(ckpt["rng"], ctx)
+        _set_method_state(method, ckpt, path, ctx)
 
     net: nn.Module = model
     if ctx.enabled:
@@ -257,7 +336,9 @@ def train(cfg: dict[str, Any], out: str | Path, resume: str | Path | bool = Fals
         net = torch.compile(net)
 
     dataset = build_dataset(cfg, "train")
-    sampler = ResumableBatchSampler(len(dataset), t["batch_size"], cfg["seed"], start, t["iters"], ctx.rank, ctx.world)
+    # iteration T trains on batch T // replays (free AT replays each batch; 1 for every other method)
+    m = method.replays
+    sampler = ResumableBatchSampler(len(dataset), t["batch_size"], cfg["seed"], start // m, -(-t["iters"] // m), ctx.rank, ctx.world)
     workers = cfg["data"]["workers"]
     loader = torch.utils.data.DataLoader(
         EpochIndexed(dataset),
@@ -268,6 +349,7 @@ def train(cfg: dict[str, Any], out: str | Path, resume: str | Path | bool = Fals
         persistent_workers=workers > 0,
     )
 
+    watch = _build_watch(cfg, method, ctx) if ctx.is_main and t["robust_check_every"] else None
     log = None
     if ctx.is_main:  # nothing is written before the resume is known to work
         remove_stale_temporaries(out)
@@ -279,8 +361,9 @@ def train(cfg: dict[str, Any], out: str | Path, resume: str | Path | bool = Fals
     last = out / "last.pt"
     model.train()
     try:
-        for iteration, (images, labels) in zip(range(start, t["iters"]), loader):
+        for iteration, (images, labels) in replayed(loader, start, t["iters"], m):
             tic = time.perf_counter()
+            activity.note(f"training iteration {iteration + 1}", images.shape[0], images.shape[-2:], activity.TRAIN_REMEDY)
             images = images.to(ctx.device, non_blocking=True)
             labels = labels.to(ctx.device, non_blocking=True)
             if t["channels_last"]:
@@ -291,12 +374,15 @@ def train(cfg: dict[str, Any], out: str | Path, resume: str | Path | bool = Fals
             scaler.step(optimizer)
             scaler.update()
             done = iteration + 1
-            if log is not None and (done % t["log_every"] == 0 or done == t["iters"]):
+            if watch is not None and done % t["robust_check_every"] == 0:
+                stats = {**stats, **check_record(watch(model, ctx.device), done)}
+            if log is not None and (done % t["log_every"] == 0 or done == t["iters"] or done % (t["robust_check_every"] or t["iters"]) == 0):
                 log.write({ITER: done, LR: lr, TIME: time.perf_counter() - tic, **stats})
             bar.update(1)
             bar.set_postfix(loss=f"{stats[LOSS]:.3f}")
             if done % t["save_every"] == 0 or done == t["iters"]:
                 rng = _rng_state(ctx)
+                method_state = _method_state(method, ctx)
                 if ctx.is_main:
                     save_last(last, {
                         "format": FORMAT,
@@ -310,6 +396,7 @@ def train(cfg: dict[str, Any], out: str | Path, resume: str | Path | bool = Fals
                         "data_position": {"iteration": done, "batches_per_epoch": sampler.per_epoch},
                         "rng": rng,
                         "world_size": ctx.world,
+                        **({"method_state": method_state} if method_state is not None else {}),
                     })
                 barrier(ctx)
     finally:

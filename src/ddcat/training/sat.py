@@ -10,7 +10,7 @@ from __future__ import annotations
 import torch
 
 from ddcat.errors import DdcatError
-from ddcat.training.base import AdversarialMethod
+from ddcat.training.base import AdversarialMethod, gaussian_noise
 from ddcat.training.trainlog import LOSS
 
 
@@ -31,7 +31,10 @@ class StandardAdversarialTraining(AdversarialMethod):
     def loss(self, net, model, images, labels, seed=None):
         n_clean, n_adv = self.split(images.shape[0])
         if n_adv:
-            adv = self.attack(model, images[n_clean:], labels[n_clean:], seed=seed)
-            images = torch.cat([images[:n_clean], adv])
+            with self.attack_context(images):
+                adv = self.attack(model, images[n_clean:], labels[n_clean:], seed=seed)
+            images = torch.cat([gaussian_noise(images[:n_clean], self.noise_sigma), adv])
+        else:
+            images = gaussian_noise(images, self.noise_sigma)
         loss, stats = self.supervised_terms(net(images), labels)
         return loss, {LOSS: loss.item(), **stats}

@@ -19,6 +19,14 @@ LOSS_MAIN, LOSS_AUX, LOSS_MASK, LOSS_DEEP_SUP = "loss_main", "loss_aux", "loss_m
 ROUTED_AUX_CLEAN, ROUTED_AUX_ADV = "routed_aux_clean", "routed_aux_adv"
 MASK_POS_CLEAN, MASK_POS_ADV = "mask_pos_clean", "mask_pos_adv"
 ROUTING_KEYS = (ROUTED_AUX_CLEAN, ROUTED_AUX_ADV, MASK_POS_CLEAN, MASK_POS_ADV)
+# The robustness watch (train.robust_check_every, training/watch.py): pixel accuracy and mIoU of the
+# fixed held-out batch clean, under PGD-10 and under the training attack; WARNING: the
+# catastrophic-overfitting line (PGD accuracy < half of the training attack's).
+ROBUST_CLEAN_ACC, ROBUST_CLEAN_MIOU = "robust_clean_acc", "robust_clean_miou"
+ROBUST_PGD_ACC, ROBUST_PGD_MIOU = "robust_pgd_acc", "robust_pgd_miou"
+ROBUST_TRAIN_ACC, ROBUST_TRAIN_MIOU = "robust_train_acc", "robust_train_miou"
+ROBUST_KEYS = (ROBUST_CLEAN_ACC, ROBUST_CLEAN_MIOU, ROBUST_PGD_ACC, ROBUST_PGD_MIOU, ROBUST_TRAIN_ACC, ROBUST_TRAIN_MIOU)
+WARNING = "warning"
 
 
 def read_records(path: str | Path) -> list[dict[str, Any]]:

@@ -1,0 +1,139 @@
+"""The data check before the first write (ddcat.data.check, issue 20 section 1): each kind of bad
+file found by its header, end marker or label values, the cache, and the train command leaving no
+run folder behind."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from ddcat.cli import main
+from ddcat.data import make_voc_fixture
+from ddcat.data.check import cache_path, check_pair, check_pairs, truncated
+from ddcat.data.listfile import load_pair, read_list
+from ddcat.errors import DdcatError
+
+from conftest import voc_sets
+
+
+@pytest.fixture
+def voc(tmp_path) -> Path:
+    return make_voc_fixture(tmp_path / "VOC", n_train=4, n_val=2, size=32, seed=0)
+
+
+def first_pair(root: Path) -> tuple[Path, Path]:
+    return read_list(root, root / "list" / "train_aug.txt")[0]
+
+
+def test_a_good_tree_passes_and_agrees_with_the_loader(voc):
+    pairs = read_list(voc, voc / "list" / "train_aug.txt")
+    for image, label in pairs:
+        check_pair(image, label, 21)
+        load_pair(image, label, 21)  # the loader accepts what the check accepts
+    assert check_pairs(pairs, 21, progress=False) == {"pairs": 4, "checked": 4, "cached": 0}
+
+
+def _truncate(path: Path) -> None:
+    data = path.read_bytes()
+    path.write_bytes(data[: len(data) // 2])
+
+
+BAD = {  # name -> (how the file is spoiled, phrase of the error)
+    "image-garbage": (lambda img, lab: img.write_bytes(b"not an image at all"), "cannot read image"),
+    "image-truncated": (lambda img, lab: _truncate(img), "truncated"),
+    "label-truncated": (lambda img, lab: _truncate(lab), "truncated"),
+    "label-rgb": (lambda img, lab: Image.new("RGB", (32, 32)).save(lab), "got mode RGB"),
+    "label-16-bit-values": (lambda img, lab: Image.fromarray(np.full((32, 32), 300, np.uint16)).save(lab), "holds value(s) 300"),
+    "label-other-size": (lambda img, lab: Image.new("L", (31, 32)).save(lab), "but label"),
+    "label-value-out-of-range": (lambda img, lab: Image.fromarray(np.full((32, 32), 40, np.uint8)).save(lab), "holds value(s) 40"),
+}
+
+
+@pytest.mark.parametrize("name", list(BAD))
+def test_each_bad_file_is_named(name, voc):
+    spoil, phrase = BAD[name]
+    image, label = first_pair(voc)
+    spoil(image, label)
+    with pytest.raises(DdcatError) as err:
+        check_pair(image, label, 21)
+    message = str(err.value)
+    assert phrase.lower() in message.lower() and (str(image) in message or str(label) in message), message
+
+
+def test_decompression_bomb_is_refused_from_its_header(voc, monkeypatch):
+    image, label = first_pair(voc)
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 500)  # a 32x32 image is a "bomb" of 1024 pixels
+    with pytest.raises(DdcatError, match="cannot read image .*decompression bomb"):
+        check_pair(image, label, 21)
+
+
+def test_end_marker_detection(tmp_path):
+    png, jpg = tmp_path / "a.png", tmp_path / "a.jpg"
+    Image.new("L", (8, 8)).save(png)
+    Image.new("RGB", (8, 8)).save(jpg)
+    assert not truncated(png, "PNG") and not truncated(jpg, "JPEG")
+    for path, fmt in ((png, "PNG"), (jpg, "JPEG")):
+        path.write_bytes(path.read_bytes()[:-12])
+        assert truncated(path, fmt)
+
+
+def test_large_labels_get_the_header_check_only(voc, monkeypatch):
+    from ddcat.data import check
+
+    image, label = first_pair(voc)
+    Image.fromarray(np.full((32, 32), 40, np.uint8)).save(label)
+    monkeypatch.setattr(check, "DECODE_LABEL_PIXELS", 32 * 32 - 1)
+    check_pair(image, label, 21)  # values not read: the loader still catches them
+    with pytest.raises(DdcatError, match="holds value"):
+        load_pair(image, label, 21)
+
+
+def test_cache_skips_unchanged_files_and_rechecks_changed_ones(voc, tmp_path):
+    pairs = read_list(voc, voc / "list" / "train_aug.txt")
+    cache = tmp_path / "cache.json"
+    assert check_pairs(pairs, 21, cache=cache, progress=False)["checked"] == 4
+    assert check_pairs(pairs, 21, cache=cache, progress=False) == {"pairs": 4, "checked": 0, "cached": 4}
+    assert check_pairs(pairs, 22, cache=cache, progress=False)["checked"] == 4  # another K: checked again
+    image, label = pairs[2]
+    Image.fromarray(np.full((32, 32), 40, np.uint8)).save(label)
+    st = os.stat(label)
+    os.utime(label, ns=(st.st_atime_ns, st.st_mtime_ns + 10**9))
+    with pytest.raises(DdcatError, match=str(label)):
+        check_pairs(pairs, 21, cache=cache, progress=False)
+    with pytest.raises(DdcatError, match=str(label)):  # a failure is never cached
+        check_pairs(pairs, 21, cache=cache, progress=False)
+
+
+def test_first_failure_in_list_order_with_a_count_of_the_rest(voc):
+    pairs = read_list(voc, voc / "list" / "train_aug.txt")
+    for _, label in pairs[1:3]:
+        label.write_bytes(b"junk")
+    with pytest.raises(DdcatError) as err:
+        check_pairs(pairs, 21, progress=False, workers=4)
+    assert str(pairs[1][1]) in str(err.value) and "(and 1 more file(s) fail the check)" in str(err.value)
+
+
+def test_cache_lives_outside_the_data_root(voc, monkeypatch, tmp_path):
+    monkeypatch.setenv("DDCAT_CACHE", str(tmp_path / "c"))
+    path = cache_path(voc)
+    assert path.parent == tmp_path / "c" / "data-check" and voc not in path.parents
+
+
+def test_train_over_a_corrupt_label_creates_no_run_folder(voc, tmp_path, capsys):
+    """The issue's 'done when': one corrupt label in the training list, no run folder."""
+    _, label = read_list(voc, voc / "list" / "train_aug.txt")[3]
+    _truncate(label)
+    out = tmp_path / "run"
+    rc = main(["train", "--no-progress", "--out", str(out), *voc_sets(voc)])
+    err = capsys.readouterr().err
+    assert rc == 2 and err.count("\n") == 1 and str(label) in err and "truncated" in err.lower()
+    assert not out.exists()
+    rc = main(["train", "--no-progress", "--out", str(out), *voc_sets(voc), "--set", "data.check=false"])
+    capsys.readouterr()
+    assert rc == 2  # without the check the loader still names it, after the folder was made
