@@ -405,7 +405,7 @@ def test_targeted_bim_moves_towards_the_target():
         (lambda: PGD(restarts=0), "restarts"),
         (lambda: PGD(loss="dice"), "ce, masked-ce, balanced-masked-ce, js, masked-spherical, segpgd, cospgd"),
         (lambda: PGD(loss="segpgd", targeted=True), "untargeted"),
-        (lambda: build_attack("deepfool", 0.03, 0.01, 3), "valid names: fgsm, bim, pgd, segpgd, cospgd, masked-ce, js, worst, apgd"),
+        (lambda: build_attack("deepfool", 0.03, 0.01, 3), "valid names: fgsm, fgsm-rs, bim, pgd, segpgd, cospgd, masked-ce, js, worst, apgd"),
         (lambda: build_attack("bim", 0.03, 0.01, 3, restarts=2), "restarts"),
         (lambda: build_attack("pgd", -0.03, 0.01, 3), "eps"),
     ],

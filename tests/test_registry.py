@@ -19,7 +19,7 @@ SRC = Path(__file__).resolve().parents[1] / "src" / "ddcat"
 def test_config_choices_of_the_training_attack_are_the_registry_s():
     from ddcat.config import CHOICES
 
-    assert CHOICES["attack.name"] == registry.names(train=True) == ("bim", "pgd", "segpgd")
+    assert CHOICES["attack.name"] == registry.names(train=True) == ("fgsm-rs", "bim", "pgd", "segpgd")
 
 
 def test_evaluation_settings_read_the_registry():
@@ -56,7 +56,7 @@ def test_the_command_line_offers_exactly_the_registry_s_attacks():
     for name in ATTACK_NAMES:  # every name is accepted as an --attack
         plan = eval_plan(parser.parse_args(["eval", "--checkpoint", "x.pt", "--out", "o", "--attack", name]))
         assert plan.attacks == (name,) and plan.iters == constants.ITERS and plan.steps == constants.SWEEP_STEPS
-    with pytest.raises(DdcatError, match="valid: fgsm, bim"):
+    with pytest.raises(DdcatError, match="valid: " + ", ".join(ATTACK_NAMES[:3])):
         eval_plan(parser.parse_args(["eval", "--checkpoint", "x.pt", "--out", "o", "--attack", "deepfool"]))
 
 

@@ -17,7 +17,7 @@ from typing import Any
 import yaml
 
 from ddcat.attacks.registry import names as attack_names
-from ddcat.constants import ALPHA, EPS
+from ddcat.constants import ALPHA, EPS, FGSM_RS_STEP
 from ddcat.errors import DdcatError, show
 
 # ``None`` defaults accept a value of any of the listed types (see _NULLABLE).
@@ -102,7 +102,7 @@ DEFAULTS: dict[str, Any] = {
         "eps": EPS,
         "alpha": ALPHA,
         "steps": 3,
-        "fgsm_rs_step": 1.25,  # fgsm-rs (Wong et al. 2020): step size as a multiple of eps (1.25 = the published setting)
+        "fgsm_rs_step": FGSM_RS_STEP,  # fgsm-rs (Wong et al. 2020): step size as a multiple of eps (1.25 = the published setting)
         "precision": "fp32",  # fp32 | bf16: the training attack's forwards (DDC-AT's B_clean and B_adv too)
     },
     "eval": {
@@ -142,7 +142,7 @@ CHOICES: dict[str, tuple[str, ...]] = {
     "train.method": ("clean", "sat", "ddcat", "ddcat-m", "ddcat-n", "fgsm-rs", "free"),
     "train.amp": ("off", "bf16", "fp16"),
     "train.optimizer": ("sgd", "adamw"),
-    "attack.name": (*attack_names(train=True), "fgsm-rs"),  # the registry's training attacks, and fgsm-rs (training/fgsm_rs.py)
+    "attack.name": attack_names(train=True),  # the registry's training attacks
     "attack.precision": ("fp32", "bf16"),
     "eval.mode": ("whole", "slide"),
     "protocol": ("default", "paper"),

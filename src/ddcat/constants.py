@@ -13,6 +13,9 @@ IGNORE_INDEX = 255
 EPS = 0.03
 ALPHA = 0.01
 
+#: FGSM with a random start (Wong et al. 2020, Sec. 4): alpha = 1.25 eps, the published setting.
+FGSM_RS_STEP = 1.25
+
 #: The paper's white-box sweep: BIM with 1..7 steps (Tables 1, 2, 5; Fig. 4).
 SWEEP_STEPS = (1, 2, 3, 4, 5, 6, 7)
 

@@ -39,6 +39,7 @@ from ddcat.attacks.apgd import APGD
 from ddcat.attacks.base import Attack
 from ddcat.attacks.dag import DAG
 from ddcat.attacks.ensemble import Ensemble
+from ddcat.attacks.fgsm_rs import RandomStartFGSM
 from ddcat.attacks.iterative import BIM, FGSM, PGD
 from ddcat.attacks.norms import check_norm
 from ddcat.attacks.padam import PAdam
@@ -147,6 +148,7 @@ def build_ensemble(
 # PGD-family members only the images still standing (early skip).
 ENTRIES: tuple[Entry, ...] = (
     Entry("fgsm", FGSM, colour="#aec7e8"),
+    Entry("fgsm-rs", RandomStartFGSM, train=True, colour="#c5b0d5"),
     Entry("bim", BIM, train=True, colour="#1f77b4"),
     Entry("pgd", PGD, member=5, train=True, colour="#ff7f0e"),
     Entry("segpgd", PGD, {"loss": "segpgd"}, "SegPGD", member=6, train=True, colour="#2ca02c"),
