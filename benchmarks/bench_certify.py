@@ -64,7 +64,8 @@ def load(args) -> tuple[torch.nn.Module, Images, int]:
     return model, Images(images, torch.randint(0, K, (args.images, args.size, args.size), generator=g)), K
 
 
-def main() -> None:
+def build_parser() -> argparse.ArgumentParser:
+    """The command line of this benchmark (tests/test_docs_commands.py parses the docs' commands with it)."""
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--images", type=int, default=8)
     p.add_argument("--size", type=int, default=64)
@@ -76,6 +77,11 @@ def main() -> None:
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--checkpoint", default=None)
     p.add_argument("--json", default=None)
+    return p
+
+
+def main() -> None:
+    p = build_parser()
     args = p.parse_args()
     torch.set_num_threads(args.threads)
     model, data, k = load(args)

@@ -53,13 +53,19 @@ def run_together(root: Path, n: int, iters: int, threads: int, env: dict[str, st
     return [statistics.median(iteration_times(out)) for out in outs]
 
 
-def main() -> None:
+def build_parser() -> argparse.ArgumentParser:
+    """The command line of this benchmark (tests/test_docs_commands.py parses the docs' commands with it)."""
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--iters", type=int, default=60)
     parser.add_argument("--procs", type=int, default=2)
     parser.add_argument("--threads", type=int, default=0, help="--threads of every process (0 = ddcat's default)")
     parser.add_argument("--env", action="append", default=[], metavar="KEY=VALUE")
     parser.add_argument("--json", default=None)
+    return parser
+
+
+def main() -> None:
+    parser = build_parser()
     args = parser.parse_args()
     env = dict(os.environ)
     for pair in args.env:

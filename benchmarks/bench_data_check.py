@@ -52,12 +52,18 @@ def write_tree(root: Path, pairs: int, height: int, width: int) -> Path:
     return root / "list" / "train_aug.txt"
 
 
-def main() -> None:
+def build_parser() -> argparse.ArgumentParser:
+    """The command line of this benchmark (tests/test_docs_commands.py parses the docs' commands with it)."""
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--pairs", type=int, default=10582)
     ap.add_argument("--size", default="375x500", help="HxW of every image and label (VOC's typical 375x500)")
     ap.add_argument("--workers", type=int, default=None, help="threads of the check (default: its own choice)")
     ap.add_argument("--dir", default="/tmp/ddcat-bench-data")
+    return ap
+
+
+def main() -> None:
+    ap = build_parser()
     args = ap.parse_args()
     h, w = (int(v) for v in args.size.lower().split("x"))
     root = Path(args.dir) / "VOC"

@@ -173,7 +173,8 @@ def peak_rss(which: str, args) -> float:
     return usage.ru_maxrss / 1024  # MiB
 
 
-def main() -> None:
+def build_parser() -> argparse.ArgumentParser:
+    """The command line of this benchmark (tests/test_docs_commands.py parses the docs' commands with it)."""
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--iters", type=int, default=300)
     p.add_argument("--images", type=int, default=32)
@@ -186,6 +187,11 @@ def main() -> None:
     p.add_argument("--checkpoint", action="append", default=[], metavar="NAME=PATH")
     p.add_argument("--json", type=Path)
     p.add_argument("--child", choices=["ensemble", "pgd", "none"], help=argparse.SUPPRESS)
+    return p
+
+
+def main() -> None:
+    p = build_parser()
     args = p.parse_args()
     torch.set_num_threads(args.threads)
     if args.child:

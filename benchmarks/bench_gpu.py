@@ -101,7 +101,8 @@ def time_attack(arch: str, name: str, args, device) -> dict:
     return {"arch": arch, "attack": name, "seconds": seconds, "images_per_s": args.batch / seconds}
 
 
-def main() -> None:
+def build_parser() -> argparse.ArgumentParser:
+    """The command line of this benchmark (tests/test_docs_commands.py parses the docs' commands with it)."""
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--archs", nargs="+", default=["pspnet", "deeplabv3"])
     parser.add_argument("--size", type=int, default=473)
@@ -112,6 +113,11 @@ def main() -> None:
     parser.add_argument("--width", type=int, default=64, help="trunk width (64 = the paper's; small for a smoke run)")
     parser.add_argument("--no-apgd", action="store_true")
     parser.add_argument("--json", default=None)
+    return parser
+
+
+def main() -> None:
+    parser = build_parser()
     args = parser.parse_args()
     device = torch.device(args.device)
     if device.type == "cuda":

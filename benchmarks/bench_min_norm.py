@@ -63,7 +63,8 @@ def scores(model, x, y, k) -> dict:
     return {"aAcc": float(out["aAcc"]), "mIoU": float(out["mIoU"])}
 
 
-def main() -> None:
+def build_parser() -> argparse.ArgumentParser:
+    """The command line of this benchmark (tests/test_docs_commands.py parses the docs' commands with it)."""
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--eps", default="8/255")
     p.add_argument("--steps", type=int, default=100)
@@ -73,6 +74,11 @@ def main() -> None:
     p.add_argument("--method", default="clean")
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--json", type=Path, default=None)
+    return p
+
+
+def main() -> None:
+    p = build_parser()
     args = p.parse_args()
     torch.set_num_threads(args.threads)
     eps = parse_fraction(args.eps, "--eps")

@@ -106,7 +106,8 @@ def front_table(results_path: str, costs: dict[str, float], plot: str | None) ->
         print(f"wrote {plot}")
 
 
-def main() -> None:
+def build_parser() -> argparse.ArgumentParser:
+    """The command line of this benchmark (tests/test_docs_commands.py parses the docs' commands with it)."""
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--file", default=str(ROOT / "configs" / "recipes.yaml"))
     parser.add_argument("--size", type=int, default=0, help="crop size (0 = the config's)")
@@ -121,6 +122,11 @@ def main() -> None:
     parser.add_argument("--results", default=None, help="results.json of the recipes experiment: print the table")
     parser.add_argument("--costs", default=None, help="the --json of an earlier timing run (skip the timing)")
     parser.add_argument("--plot", default=None, help="with --results: PNG of robust mIoU against cost")
+    return parser
+
+
+def main() -> None:
+    parser = build_parser()
     args = parser.parse_args()
     if args.costs:
         costs = {r["recipe"]: r["over_clean"] for r in json.loads(Path(args.costs).read_text())["rows"]}

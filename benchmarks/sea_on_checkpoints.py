@@ -18,7 +18,8 @@ from pathlib import Path
 from ddcat.evaluation import AttackPlan, evaluate_checkpoint
 
 
-def main() -> None:
+def build_parser() -> argparse.ArgumentParser:
+    """The command line of this benchmark (tests/test_docs_commands.py parses the docs' commands with it)."""
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("checkpoints", nargs="+")
     parser.add_argument("--iters", type=int, default=300)
@@ -26,6 +27,11 @@ def main() -> None:
     parser.add_argument("--device", default=None)
     parser.add_argument("--cache", default="bench_out/sea_cache", help="folder for the training class counts")
     parser.add_argument("--json", required=True)
+    return parser
+
+
+def main() -> None:
+    parser = build_parser()
     args = parser.parse_args()
     rows = []
     plan = AttackPlan(attacks=("bim", "sea"), steps=tuple(range(1, 8)), eps=(args.eps,), alpha=0.01, iters=args.iters)
