@@ -45,12 +45,15 @@ def narrow(shape: list[int]) -> list[int]:
     return [d // SCALE if d >= 64 else d for d in shape]
 
 
-def fixture_state(name: str, scale: bool = True, seed: int = 0) -> dict[str, torch.Tensor]:
-    """A random state dict with exactly the paper code's keys (``module.`` prefix)."""
+def fixture_state(name: str, scale: bool = True, seed: int = 0, classes: int = 21) -> dict[str, torch.Tensor]:
+    """A random state dict with exactly the paper code's keys (``module.`` prefix); ``classes``
+    replaces the JSON's 21 outputs of every classifier (the only tensors whose first dim is 21)."""
     g = torch.Generator().manual_seed(seed)
     state = {}
     for key, shape in paper_keys(name):
         shape = narrow(shape) if scale else shape
+        if shape and shape[0] == 21:
+            shape = [classes, *shape[1:]]
         if key.endswith("num_batches_tracked"):
             t = torch.tensor(7)
         elif key.endswith("running_var"):
@@ -168,13 +171,25 @@ class PaperModel(nn.Module):
             self.mask1 = head(cin, mid, 2, k)
             self.cls2 = head(cin, mid, classes, k)
         setattr(self, aux, head(c3, 4 * w, classes, aux_k))
-        self.main_name = main
+        self.main_name, self.aux_name, self.ddc = main, aux, ddc
 
     def forward(self, x):
         h, w = x.shape[2:]
         x = self.layer4(self.layer3(self.layer2(self.layer1(self.layer0(x)))))
         x = self.ppm(x) if hasattr(self, "ppm") else self.aspp(x)
         return F.interpolate(getattr(self, self.main_name)(x), (h, w), mode="bilinear", align_corners=True)
+
+    def forward_all(self, x) -> dict[str, torch.Tensor]:
+        """The training forward of the paper code: every head, by its module name; the deep
+        supervision head on layer3's output; each upsampled with align_corners=True."""
+        h, w = x.shape[2:]
+        x_tmp = self.layer3(self.layer2(self.layer1(self.layer0(x))))
+        x = self.layer4(x_tmp)
+        x = self.ppm(x) if hasattr(self, "ppm") else self.aspp(x)
+        heads = [self.main_name, *(["cls2", "mask1"] if self.ddc else [])]
+        out = {n: getattr(self, n)(x) for n in heads}
+        out[self.aux_name] = getattr(self, self.aux_name)(x_tmp)
+        return {n: F.interpolate(v, (h, w), mode="bilinear", align_corners=True) for n, v in out.items()}
 
 
 # ------------------------------------------------------------------ tests
@@ -244,6 +259,41 @@ def test_converted_logits_equal_the_paper_code_forward(name, tmp_path):
     torch.testing.assert_close(ours, theirs, rtol=1e-4, atol=1e-4 * theirs.abs().max().item())
 
 
+def no_dropout(model: nn.Module) -> nn.Module:
+    """Dropout off (its masks are random) and everything else as the model's mode says."""
+    for m in model.modules():
+        if isinstance(m, nn.modules.dropout._DropoutNd):
+            m.eval()
+    return model
+
+
+@pytest.mark.parametrize("mode", ["train", "eval"])
+@pytest.mark.parametrize("name", MODELS)
+def test_every_head_equals_the_paper_code_in_train_and_eval_mode(name, mode, tmp_path):
+    """f_a (cls2), f_m (mask1) and the deep-supervision head (aux / aux_cls1, on layer3) as well as
+    f_n: in train mode (BatchNorm on batch statistics, dropout off in both) and in eval mode."""
+    state = fixture_state(name, seed=2)
+    paper = PaperModel(name)
+    paper.load_state_dict(strip_prefix(state), strict=True)
+    assert main(["convert", str(paper_checkpoint(tmp_path / "paper.pth", name, state)), str(tmp_path / "c.pt")]) == 0
+    model, _ = load_model(tmp_path / "c.pt")
+    ddc = name.endswith("_ddcat")
+    ours_of = {"main": "cls1" if ddc else "cls", "deep_sup": "aux_cls1" if ddc else "aux", **({"auxiliary": "cls2", "mask": "mask1"} if ddc else {})}
+    images = torch.rand(3, 3, 33, 33, generator=torch.Generator().manual_seed(3))
+    model.train(mode == "train"), paper.train(mode == "train")
+    with torch.no_grad():
+        ours = no_dropout(model)(images, heads=tuple(ours_of)) if mode == "eval" else no_dropout(model)(images)
+        theirs = no_dropout(paper).forward_all((images - MEAN) / STD)
+    assert set(ours) == set(ours_of) and set(theirs) == set(ours_of.values())
+    for head_name, paper_name_ in ours_of.items():
+        a, b = ours[head_name], theirs[paper_name_]
+        assert a.shape == b.shape == (3, 2 if head_name == "mask" else 21, 33, 33)
+        assert b.abs().max() > 1e-3 and b.std() > 1e-3, head_name  # not a degenerate comparison
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-4 * b.abs().max().item(), msg=lambda m, h=head_name: f"{h}: {m}")
+    if mode == "train":  # the heads differ from each other: a swapped mapping would be seen
+        assert not torch.allclose(ours["main"], ours["deep_sup"]) and (not ddc or not torch.allclose(ours["main"], ours["auxiliary"]))
+
+
 def test_converted_checkpoint_exports_and_serves_as_transfer_source(tmp_path):
     src = paper_checkpoint(tmp_path / "paper.pth", "pspnet_ddcat")
     out = tmp_path / "c.pt"
@@ -257,6 +307,66 @@ def test_converted_checkpoint_exports_and_serves_as_transfer_source(tmp_path):
     from ddcat.evaluation import load_inference_model
 
     load_inference_model(out, ckpt["config"], "cpu", expect={"num_classes": 21})  # what --transfer-from does
+
+
+# the paper code's training crop per dataset (REFERENCE: VOC 473, Cityscapes 449) and the literature's
+# ADE20K crop 512; the preset's test-time base size (semseg's VOC 512, the DDC-AT code's Cityscapes 1024)
+@pytest.mark.parametrize("name, classes, dataset, crop, base_size, score_at, scales", [
+    ("pspnet_ddcat", 21, "voc", 473, 512, "input", (0.5, 2.0)),
+    ("deeplabv3", 21, "voc", 473, 512, "input", (0.5, 2.0)),
+    ("pspnet", 19, "cityscapes", 449, 1024, "base", (0.25, 1.0)),
+    ("deeplabv3_ddcat", 19, "cityscapes", 449, 1024, "base", (0.25, 1.0)),
+    ("pspnet_ddcat", 150, "ade20k", 512, 0, "input", (0.5, 2.0)),
+    ("deeplabv3", 150, "ade20k", 512, 0, "input", (0.5, 2.0)),
+])
+def test_converted_config_has_the_papers_crop_and_evaluation(tmp_path, capsys, name, classes, dataset, crop, base_size, score_at, scales):
+    """The embedded config starts from the dataset's packaged config: the crop the paper trained at,
+    and `ddcat eval` scores in windows of that size with the paper code's test-time protocol
+    (not the built-in 64 px default)."""
+    from ddcat.evaluation.run import eval_config, on_inference_path
+
+    src = paper_checkpoint(tmp_path / "paper.pth", name, fixture_state(name, classes=classes))
+    assert main(["convert", str(src), str(tmp_path / "c.pt")]) == 0
+    assert f"{dataset}_{name.split('_')[0]}.yaml" in capsys.readouterr().out
+    model, ckpt = load_model(tmp_path / "c.pt")
+    cfg = ckpt["config"]
+    assert (cfg["protocol"], cfg["data"]["name"], cfg["data"]["num_classes"]) == ("paper", dataset, classes)
+    assert cfg["train"]["crop_size"] == crop and cfg["eval"]["crop_size"] == crop
+    assert (cfg["data"]["scale_min"], cfg["data"]["scale_max"]) == scales
+    assert cfg["train"]["method"] == ("ddcat" if name.endswith("_ddcat") else "clean")
+    e = cfg["eval"]
+    assert (e["mode"], e["flip"], e["average"], e["pad"], e["base_size"], e["score_at"]) == ("slide", True, "softmax", "mean", base_size, score_at)
+    assert ckpt["converted_from"]["base_config"].endswith(f"configs/{dataset}_{name.split('_')[0]}.yaml")
+    wrapped = on_inference_path(model, eval_config(ckpt, []), "cpu")  # what ddcat eval runs
+    assert (wrapped.crop, wrapped.base_size, wrapped.average) == (crop, base_size, "softmax")
+
+
+def test_dataset_and_config_choose_the_base_and_mistakes_are_one_line_errors(tmp_path, capsys):
+    src = paper_checkpoint(tmp_path / "paper.pth", "pspnet", fixture_state("pspnet", classes=7))
+    out = tmp_path / "c.pt"
+    assert main(["convert", str(src), str(out)]) == 2  # 7 classes: no dataset known
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "7 classes" in err and "--dataset" in err and "--config" in err and not out.exists()
+    own = tmp_path / "mine.yaml"
+    own.write_text("protocol: paper\ndata:\n  name: list\n  num_classes: 7\ntrain:\n  crop_size: 321\neval:\n  mode: slide\n")
+    assert main(["convert", str(src), str(out), "--config", str(own), "--set", "data.root=/d"]) == 0
+    cfg = torch.load(out, weights_only=True)["config"]
+    assert (cfg["data"]["name"], cfg["data"]["root"], cfg["train"]["crop_size"], cfg["model"]["dilation"]) == ("list", "/d", 321, "paper")
+    for args, message in [
+        (["--dataset", "voc"], "has 7 classes but the base config (--dataset voc"),
+        (["--dataset", "coco"], "--dataset must be one of voc, cityscapes, ade20k, got 'coco'"),
+        (["--dataset", "voc", "--config", str(own)], "give --config or --dataset, not both"),
+        (["--config", str(tmp_path / "none.yaml")], "config file not found"),
+        (["--config", str(own), "--set", "model.arch=deeplabv3"], "--set may not change the converted model"),
+    ]:
+        assert main(["convert", str(src), str(tmp_path / "x.pt"), *args]) == 2
+        err = capsys.readouterr().err
+        assert err.startswith("ddcat: error: ") and err.count("\n") == 1 and message in err, (args, err)
+        assert not (tmp_path / "x.pt").exists()
+    src21 = paper_checkpoint(tmp_path / "p21.pth", "deeplabv3")  # 21 classes named as VOC explicitly: the same as inferred
+    assert main(["convert", str(src21), str(tmp_path / "a.pt"), "--dataset", "voc"]) == 0
+    assert main(["convert", str(src21), str(tmp_path / "b.pt")]) == 0
+    assert torch.load(tmp_path / "a.pt", weights_only=True)["config"] == torch.load(tmp_path / "b.pt", weights_only=True)["config"]
 
 
 def test_bare_state_dict_without_prefix(tmp_path):

@@ -5,7 +5,7 @@
                [--transfer-from CKPT ...] --out DIR
     ddcat certify --checkpoint CKPT | --config FILE [--sigma 0.25 --n0 10 --n 100 --alpha 0.001 --tau 0.75 ...] --out DIR
     ddcat export CKPT OUT
-    ddcat convert PAPER_CKPT OUT [--set key=value ...]
+    ddcat convert PAPER_CKPT OUT [--dataset voc|cityscapes|ade20k | --config FILE] [--set key=value ...]
     ddcat report PATH... --out DIR
     ddcat plot-train DIR
     ddcat experiment FILE.yaml --out DIR [--list | --shard I/N]
@@ -202,10 +202,11 @@ def cmd_convert(args: argparse.Namespace) -> int:
     check_writable_file(output, "convert output")
     if output.exists() and not args.overwrite:
         raise DdcatError(f"convert output {output} exists; pass --overwrite to replace it")
-    ckpt = convert_paper_checkpoint(args.source, output, args.set or [])
-    spec = ckpt["model_spec"]
+    ckpt = convert_paper_checkpoint(args.source, output, args.set or [], config=args.config, dataset=args.dataset)
+    spec, cfg = ckpt["model_spec"], ckpt["config"]
     heads = " with DDC-AT's f_a and f_m" if spec["ddc"] else ""
-    print(f"wrote {output} ({spec['arch']} {spec['backbone']}, {spec['num_classes']} classes{heads}; protocol: paper)")
+    print(f"wrote {output} ({spec['arch']} {spec['backbone']}, {spec['num_classes']} classes{heads}; "
+          f"config from {ckpt['converted_from']['base_config']}: {cfg['data']['name']}, protocol: {cfg['protocol']}, crop {cfg['train']['crop_size']})")
     return 0
 
 
@@ -374,6 +375,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("source", help="the paper code's checkpoint ({'epoch', 'state_dict', 'optimizer'} or a state dict)")
     p.add_argument("output")
     p.add_argument("--overwrite", action="store_true", help="replace OUTPUT if it exists")
+    p.add_argument("--dataset", default=None, metavar="NAME", help="voc | cityscapes | ade20k: the packaged config the converted checkpoint's config starts from (default: read from the class count, 21 / 19 / 150)")
+    p.add_argument("--config", default=None, metavar="FILE", help="your own base config instead (another dataset); model keys and data.num_classes are the checkpoint's")
     p.add_argument("--set", action="extend", nargs="+", metavar="KEY=VALUE", help="config keys of the converted checkpoint, e.g. data.root=/data/VOC2012 train.method=sat")
     threads(p)
     p.set_defaults(fn=cmd_convert)

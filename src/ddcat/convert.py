@@ -12,8 +12,15 @@ The result has ``format: ddcat`` and a model spec with the paper code's trunk an
 paper``'s model keys), so ``ddcat eval``, ``ddcat export``, :func:`ddcat.checkpoint.load_model` and
 ``--transfer-from`` take it unchanged; in eval mode its logits on images in [0, 1] equal the paper
 code's forward on the same images normalised with the ImageNet mean and std. A DDC-AT source keeps
-f_a and f_m (``ddcat export`` drops them). Its config is ``protocol: paper`` on the dataset the class
-count suggests (21 -> voc, 19 -> cityscapes, 150 -> ade20k, else list), overridable with ``--set``.
+f_a and f_m (``ddcat export`` drops them).
+
+Its config starts from the packaged config of the dataset the checkpoint was trained on
+(``configs/{voc,cityscapes,ade20k}_{pspnet,deeplabv3}.yaml``: crop 473 / 449 / 512 and, through
+``protocol: paper``, the paper code's evaluation: windows of the crop size, base-size resize, flip,
+softmax averaging). The dataset is read from the class count (21 -> voc, 19 -> cityscapes, 150 ->
+ade20k) or named with ``dataset`` (``--dataset``), or the base is the user's own file (``config``,
+``--config``); any other class count needs one of the two. The model keys (``model.*``) and
+``data.num_classes`` are the checkpoint's; ``--set`` may change any other key.
 """
 
 from __future__ import annotations
@@ -28,12 +35,40 @@ import torch
 from ddcat.checkpoint import FORMAT, VERSION, atomic_save, check_state_shapes
 from ddcat.config import load_config
 from ddcat.errors import DdcatError
+from ddcat.experiment_file import packaged_config
 from ddcat.models import build_model
 from ddcat.models.paper_layout import describe, strip_prefix, to_ddcat
 from ddcat.models.segmenter import MODEL_OPTIONS
 
-#: class count -> the dataset its checkpoint was most likely trained on
+#: class count -> the dataset its checkpoint was most likely trained on (whose packaged config is the base)
 DATASET_OF = {21: "voc", 19: "cityscapes", 150: "ade20k"}
+DATASETS = tuple(DATASET_OF.values())
+
+
+def base_config(spec: dict[str, Any], config: str | Path | None = None, dataset: str | None = None) -> tuple[Path, str]:
+    """The config file a converted checkpoint's config starts from, and what chose it (for messages):
+    ``config`` as given, else the packaged ``{dataset}_{arch}.yaml`` of ``dataset`` or of the
+    dataset the class count names. Both given, an unknown dataset, or a class count that names no
+    dataset without either is a :class:`DdcatError`."""
+    k = spec["num_classes"]
+    if config is not None and dataset is not None:
+        raise DdcatError("give --config or --dataset, not both (--config names the whole base config)")
+    if config is not None:
+        return Path(config), f"--config {config}"
+    if dataset is None:
+        dataset = DATASET_OF.get(k)
+        if dataset is None:
+            known = ", ".join(f"{n} = {d}" for n, d in DATASET_OF.items())
+            raise DdcatError(
+                f"the checkpoint has {k} classes, which names no dataset ({known}): pass --dataset "
+                f"{'|'.join(DATASETS)} or --config FILE (your dataset's crop and evaluation settings)"
+            )
+        how = f"{k} classes -> {dataset}"
+    elif dataset not in DATASETS:
+        raise DdcatError(f"--dataset must be one of {', '.join(DATASETS)}, got '{dataset}' (other data: --config FILE)")
+    else:
+        how = f"--dataset {dataset}"
+    return packaged_config(f"{dataset}_{spec['arch']}.yaml"), how
 
 
 def read_paper_state(path: str | Path) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
@@ -65,9 +100,12 @@ def read_paper_state(path: str | Path) -> tuple[dict[str, torch.Tensor], dict[st
         raise DdcatError(f"checkpoint {path}: {exc}") from None
 
 
-def convert_paper_checkpoint(src: str | Path, dst: str | Path, sets: Sequence[str] = ()) -> dict[str, Any]:
+def convert_paper_checkpoint(
+    src: str | Path, dst: str | Path, sets: Sequence[str] = (), config: str | Path | None = None, dataset: str | None = None
+) -> dict[str, Any]:
     """Convert ``src`` (the paper code's layout) and write ``dst`` atomically; returns the checkpoint.
-    Nothing is written when any key or shape does not fit."""
+    ``config`` / ``dataset``: the base of its config (:func:`base_config`); ``sets``: ``--set``
+    overrides on top. Nothing is written when any key or shape does not fit."""
     state, info = read_paper_state(src)
     try:
         spec = describe(state)
@@ -76,19 +114,23 @@ def convert_paper_checkpoint(src: str | Path, dst: str | Path, sets: Sequence[st
         weights = to_ddcat(state, expected, spec["ddc"])
     except DdcatError as exc:
         raise DdcatError(f"checkpoint {src}: {exc}") from None
-    o = spec["options"]
+    o, k = spec["options"], spec["num_classes"]
+    file, how = base_config(spec, config, dataset)
+    file_classes = load_config(file)["data"]["num_classes"]
+    if file_classes != k:
+        raise DdcatError(f"checkpoint {src} has {k} classes but the base config ({how}: {file}) has data.num_classes {file_classes}")
     base = [
-        "protocol=paper", f"model.arch={spec['arch']}", f"model.backbone={spec['backbone']}",
-        f"data.name={DATASET_OF.get(spec['num_classes'], 'list')}", f"data.num_classes={spec['num_classes']}",
+        f"model.arch={spec['arch']}", f"model.backbone={spec['backbone']}",
         *(["train.method=ddcat"] if spec["ddc"] else []),  # a plain source: SAT or clean, the user says (--set)
-        *(f"model.{k}={str(o[k]).lower() if isinstance(o[k], bool) else o[k]}" for k in MODEL_OPTIONS),
+        *(f"model.{key}={str(o[key]).lower() if isinstance(o[key], bool) else o[key]}" for key in MODEL_OPTIONS),
     ]
-    cfg = load_config(None, [*base, *sets])
-    if any(cfg["model"][k] != o[k] for k in MODEL_OPTIONS) or cfg["model"]["arch"] != spec["arch"] or cfg["data"]["num_classes"] != spec["num_classes"]:
+    cfg = load_config(file, [*base, *sets])
+    if (any(cfg["model"][key] != o[key] for key in MODEL_OPTIONS) or (cfg["model"]["arch"], cfg["model"]["backbone"]) != (spec["arch"], spec["backbone"])
+            or cfg["model"]["factory"] is not None or cfg["data"]["num_classes"] != k):
         raise DdcatError("--set may not change the converted model (model.* keys, data.num_classes): they are read from the checkpoint")
     ckpt = {
         "format": FORMAT, "version": VERSION, "model_spec": spec, "model": weights, "config": cfg,
-        "converted_from": {"path": str(src), "layout": "paper-code", **info},
+        "converted_from": {"path": str(src), "layout": "paper-code", "base_config": str(file), **info},
     }
     check_state_shapes(weights, spec, dst)  # the spec ddcat will rebuild it from, checked before writing
     atomic_save(ckpt, dst)
