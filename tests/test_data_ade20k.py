@@ -58,3 +58,29 @@ def test_ade20k_mistakes_name_the_file(tmp_path):
         build_dataset(load_config(None, ["data.name=ade20k", f"data.root={tmp_path}"]), "val")
     with pytest.raises(DdcatError, match="ade20k folder not found"):
         build_dataset(load_config(None, ["data.name=ade20k", f"data.root={tmp_path / 'x'}", "data.num_classes=150"]), "val")
+
+
+def test_the_data_check_allows_ade20k_raw_values_and_names_a_bad_file(tmp_path, monkeypatch):
+    """check_dataset (what train / eval run before the first write) applies ADE20K's own statement of
+    its raw values, 0..150, not the 0..149-or-255 rule of list files: 150 and 0 pass, 151 or 255 is
+    refused naming the file."""
+    from ddcat.data.check import check_config_data, check_dataset, check_pairs
+
+    monkeypatch.setenv("DDCAT_CACHE", str(tmp_path / "cache"))
+    root = tmp_path / "ade"
+    labels = make_tree(root, "validation")
+    assert all((lab == 150).any() and (lab == 0).any() for lab in labels)
+    cfg = load_config(None, ["data.name=ade20k", f"data.root={root}", "data.num_classes=150"])
+    dataset = build_dataset(cfg, "val")
+    assert dataset.raw_label_values() == (151, 0)
+    with pytest.raises(DdcatError, match="holds value"):  # the list-file rule would refuse the valid 150
+        check_pairs(dataset.items, 150, 255, progress=False)
+    assert check_config_data(cfg, "val", progress=False) == {"pairs": 2, "checked": 2, "cached": 0}
+    bad = root / "annotations" / "validation" / "ADE_1.png"
+    for value in (151, 255):
+        label = labels[1].copy()
+        label[2, 3] = value
+        Image.fromarray(label).save(bad)
+        with pytest.raises(DdcatError) as err:
+            check_dataset(build_dataset(cfg, "val"), progress=False)
+        assert str(err.value) == f"label {bad} holds value(s) {value}: expected 0..150"

@@ -137,3 +137,24 @@ def test_train_over_a_corrupt_label_creates_no_run_folder(voc, tmp_path, capsys)
     rc = main(["train", "--no-progress", "--out", str(out), *voc_sets(voc), "--set", "data.check=false"])
     capsys.readouterr()
     assert rc == 2  # without the check the loader still names it, after the folder was made
+
+
+def test_check_dataset_applies_the_datasets_own_statement_of_raw_values(voc, monkeypatch, tmp_path):
+    """check_dataset asks the dataset which raw label values are allowed (raw_label_values); a list
+    dataset allows 0..K-1 and 255, which is what it read before."""
+    from ddcat.data.check import check_dataset
+    from ddcat.data.listfile import ListDataset
+
+    monkeypatch.setenv("DDCAT_CACHE", str(tmp_path / "cache"))
+    dataset = ListDataset(voc, "list/train_aug.txt", 21, name="voc")
+    assert dataset.raw_label_values() == (21, 255)
+    assert check_dataset(dataset, progress=False)["pairs"] == 4
+    values = np.concatenate([np.asarray(Image.open(label)).ravel() for _, label in dataset.items])
+    assert values[values != 255].max() >= 2  # the fixture holds classes the narrow rule below refuses
+
+    class Narrow(ListDataset):
+        def raw_label_values(self):
+            return 2, 255  # only 0, 1 and 255
+
+    with pytest.raises(DdcatError, match=r"holds value\(s\) .*expected 0\.\.1 or 255 \(ignore\)"):
+        check_dataset(Narrow(voc, "list/train_aug.txt", 21, name="voc"), progress=False)

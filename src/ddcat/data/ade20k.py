@@ -56,10 +56,15 @@ class ADE20K(ListDataset):
         self.seed, self.epoch = int(seed), 0
         self.class_names = [f"class{c}" for c in range(NUM_CLASSES)]
 
+    def raw_label_values(self) -> tuple[int, int]:
+        """Annotations on disk hold 0..150 (0 = other, mapped to 255 by :func:`reduce_zero_label`);
+        anything else (151..255, 255 included) is refused by the loader and the data check."""
+        return NUM_CLASSES + 1, 0
+
     def raw(self, index: int) -> tuple[np.ndarray, np.ndarray]:
         image_path, label_path = self.items[index]
         image = load_image(image_path)
-        label = reduce_zero_label(load_label(label_path, NUM_CLASSES + 1, ignore_index=0))
+        label = reduce_zero_label(load_label(label_path, *self.raw_label_values()))
         if image.shape[:2] != label.shape:
             (ih, iw), (lh, lw) = image.shape[:2], label.shape
             raise DdcatError(f"image {image_path} is {iw}x{ih} but label {label_path} is {lw}x{lh} (width x height)")

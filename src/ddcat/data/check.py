@@ -11,7 +11,8 @@ config, log and first checkpoint had been written. :func:`check_pairs` finds the
   found by reading its last bytes;
 * each label of at most :data:`DECODE_LABEL_PIXELS` pixels is **decoded** and its values checked with
   the loader's own rule (:func:`~ddcat.data.listfile.load_label`: ``< K`` or 255): a VOC label is
-  decoded in about a millisecond, so this is cheap; larger labels get the header check only.
+  decoded in about a millisecond, so this is cheap; larger labels get the header check only. The
+  values allowed are the dataset's own statement (``raw_label_values()``: ADE20K's files hold 0..150).
 
 Files are checked in a thread pool (PIL releases the GIL while it inflates), with a progress bar.
 Results are cached by ``(path, size, mtime_ns)`` and the number of classes in the JSON file
@@ -210,12 +211,14 @@ def check_pairs(
 
 def check_dataset(dataset: object, progress: bool = True, use_cache: bool = True, desc: str = "check data") -> dict[str, int] | None:
     """:func:`check_pairs` over a :class:`~ddcat.data.listfile.ListDataset`'s items (its root's
-    cache); ``None`` for datasets without files (the synthetic set)."""
+    cache) with the label values the dataset allows on disk (its ``raw_label_values()``: ``0..K-1``
+    or 255 for list files, ``0..150`` for ADE20K); ``None`` for datasets without files (the synthetic set)."""
     items = getattr(dataset, "items", None)
     if items is None:
         return None
     root = Path(getattr(dataset, "root"))
-    return check_pairs(items, dataset.num_classes, dataset.ignore_index, cache=cache_path(root) if use_cache else None, progress=progress, desc=desc)
+    n, extra = dataset.raw_label_values()
+    return check_pairs(items, n, extra, cache=cache_path(root) if use_cache else None, progress=progress, desc=desc)
 
 
 def check_config_data(cfg: dict, split: str, progress: bool = True) -> dict[str, int] | None:

@@ -106,7 +106,8 @@ def load_image(path: Path) -> np.ndarray:
 
 
 def load_label(path: Path, num_classes: int, ignore_index: int = IGNORE_INDEX) -> np.ndarray:
-    """A ``uint8 HxW`` array of class indices; every value must be ``< num_classes`` or ``ignore_index``."""
+    """A ``uint8 HxW`` array of class indices; every value must be ``< num_classes`` or ``ignore_index``
+    (the rule a dataset states with ``raw_label_values()``)."""
     img = _open(path, "label")
     if img.mode not in _LABEL_MODES:
         raise DdcatError(f"label {path} must be a single-channel PNG of class indices, got mode {img.mode}")
@@ -115,9 +116,8 @@ def load_label(path: Path, num_classes: int, ignore_index: int = IGNORE_INDEX) -
     if bad.any():
         values = np.unique(label[bad])
         shown = ", ".join(str(int(v)) for v in values[:5]) + (", ..." if len(values) > 5 else "")
-        raise DdcatError(
-            f"label {path} holds value(s) {shown}: expected 0..{num_classes - 1} or {ignore_index} (ignore)"
-        )
+        allowed = f"0..{num_classes - 1}" + (f" or {ignore_index} (ignore)" if ignore_index >= num_classes else "")
+        raise DdcatError(f"label {path} holds value(s) {shown}: expected {allowed}")
     return label.astype(np.uint8)
 
 
@@ -184,10 +184,18 @@ class ListDataset:
         """Select the augmentation stream: item ``i`` uses ``default_rng([seed, epoch, i])``."""
         self.epoch = int(epoch)
 
+    def raw_label_values(self) -> tuple[int, int]:
+        """Which values a label file of this dataset may hold on disk, as ``(n, extra)``: ``0..n-1``
+        or ``extra``. Here the class indices ``0..K-1`` and the ignore label 255, read as they are;
+        a dataset whose files are remapped on loading (ADE20K) states its own. The loader
+        (:meth:`raw`) and the check before the first write (:func:`ddcat.data.check.check_dataset`)
+        both apply this rule."""
+        return self.num_classes, self.ignore_index
+
     def raw(self, index: int) -> tuple[np.ndarray, np.ndarray]:
         """The untransformed, validated ``(image uint8 HxWx3, label uint8 HxW)`` of item ``index``."""
         image_path, label_path = self.items[index]
-        return load_pair(image_path, label_path, self.num_classes, self.ignore_index)
+        return load_pair(image_path, label_path, *self.raw_label_values())
 
     def __getitem__(self, index: int) -> Any:
         index = int(index)
