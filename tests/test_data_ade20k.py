@@ -84,3 +84,14 @@ def test_the_data_check_allows_ade20k_raw_values_and_names_a_bad_file(tmp_path, 
         with pytest.raises(DdcatError) as err:
             check_dataset(build_dataset(cfg, "val"), progress=False)
         assert str(err.value) == f"label {bad} holds value(s) {value}: expected 0..150"
+
+
+def test_class_names_are_scene_parsings_150_in_label_order(tmp_path):
+    from ddcat.data.ade20k import ADE20K_CLASSES
+
+    assert len(ADE20K_CLASSES) == 150 and len(set(ADE20K_CLASSES)) == 150
+    # spot checks against objectInfo150 (raw value = index + 1): 1 wall, 3 sky, 13 person, 21 car, 150 flag
+    assert [ADE20K_CLASSES[v - 1] for v in (1, 2, 3, 13, 21, 77, 150)] == ["wall", "building", "sky", "person", "car", "boat", "flag"]
+    make_tree(tmp_path, "validation", n=1)
+    cfg = load_config(None, ["data.name=ade20k", f"data.root={tmp_path}", "data.num_classes=150"])
+    assert build_dataset(cfg, "val").class_names == list(ADE20K_CLASSES)

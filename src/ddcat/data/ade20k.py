@@ -23,6 +23,26 @@ from ddcat.errors import DdcatError
 NUM_CLASSES = 150
 SPLIT_DIRS = {"train": "training", "val": "validation"}
 
+#: The 150 classes of SceneParsing (``objectInfo150``) in label order (raw value c -> class c - 1), by the
+#: short names mmsegmentation's ADE20KDataset uses (the first word of each objectInfo150 entry).
+ADE20K_CLASSES: tuple[str, ...] = (
+    "wall", "building", "sky", "floor", "tree", "ceiling", "road", "bed", "windowpane", "grass",
+    "cabinet", "sidewalk", "person", "earth", "door", "table", "mountain", "plant", "curtain", "chair",
+    "car", "water", "painting", "sofa", "shelf", "house", "sea", "mirror", "rug", "field",
+    "armchair", "seat", "fence", "desk", "rock", "wardrobe", "lamp", "bathtub", "railing", "cushion",
+    "base", "box", "column", "signboard", "chest of drawers", "counter", "sand", "sink", "skyscraper", "fireplace",
+    "refrigerator", "grandstand", "path", "stairs", "runway", "case", "pool table", "pillow", "screen door", "stairway",
+    "river", "bridge", "bookcase", "blind", "coffee table", "toilet", "flower", "book", "hill", "bench",
+    "countertop", "stove", "palm", "kitchen island", "computer", "swivel chair", "boat", "bar", "arcade machine", "hovel",
+    "bus", "towel", "light", "truck", "tower", "chandelier", "awning", "streetlight", "booth", "television receiver",
+    "airplane", "dirt track", "apparel", "pole", "land", "bannister", "escalator", "ottoman", "bottle", "buffet",
+    "poster", "stage", "van", "ship", "fountain", "conveyer belt", "canopy", "washer", "plaything", "swimming pool",
+    "stool", "barrel", "basket", "waterfall", "tent", "bag", "minibike", "cradle", "oven", "ball",
+    "food", "step", "tank", "trade name", "microwave", "pot", "animal", "bicycle", "lake", "dishwasher",
+    "screen", "blanket", "sculpture", "hood", "sconce", "vase", "traffic light", "tray", "ashcan", "fan",
+    "pier", "crt screen", "plate", "monitor", "bulletin board", "shower", "radiator", "glass", "clock", "flag",
+)  # fmt: skip
+
 
 def reduce_zero_label(raw: np.ndarray) -> np.ndarray:
     """ADE20K's raw annotation (0 = other, 1..150) -> class indices 0..149 with 0 -> 255."""
@@ -54,7 +74,7 @@ class ADE20K(ListDataset):
         self.list_file = images
         self.num_classes, self.transform, self.name = NUM_CLASSES, transform, "ade20k"
         self.seed, self.epoch = int(seed), 0
-        self.class_names = [f"class{c}" for c in range(NUM_CLASSES)]
+        self.class_names = list(ADE20K_CLASSES)
 
     def raw_label_values(self) -> tuple[int, int]:
         """Annotations on disk hold 0..150 (0 = other, mapped to 255 by :func:`reduce_zero_label`);
