@@ -28,9 +28,9 @@ import contextlib
 import torch
 from torch import nn
 
+from ddcat import trainlog as log_keys
 from ddcat.constants import IGNORE_INDEX
 from ddcat.errors import DdcatError
-from ddcat.training import trainlog as log_keys
 from ddcat.training.base import AdversarialMethod
 from ddcat.training.losses import (
     DIVISIONS,
