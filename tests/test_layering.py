@@ -253,3 +253,16 @@ def test_the_rules_follow_package_inits(tmp_path):
         (1, "ddcat.training.loop", ("ddcat.evaluation", "ddcat.data")),
     ]
     assert violations(src / "ddcat/training/loop.py", src) == ["line 1: ddcat.evaluation.settings"]
+
+
+def test_the_design_doc_names_every_layer_and_ground_floor_module():
+    """docs/design.md's "Layers" section is the prose of RULES: its ground-floor paragraph names
+    every GROUND module, and the section names every layer."""
+    doc = (SRC.parent / "docs" / "design.md").read_text()
+    section = doc[doc.index("## Layers"):doc.index("## Adding an attack")]
+    ground = section[section.index("**Ground floor**"):section.index("**Data**")]
+    for module in GROUND[1:]:
+        assert f"`{module.removeprefix('ddcat.')}`" in ground, f"docs/design.md's ground floor omits {module}"
+    for layer in RULES:
+        if layer not in GROUND:
+            assert f"`{layer}`" in section, f"docs/design.md's Layers section omits {layer}"
