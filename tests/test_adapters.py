@@ -153,6 +153,41 @@ def test_no_deep_supervision_loss_is_the_main_cross_entropy():
     assert torch.allclose(loss, cross_entropy(model(x, heads=("main",))["main"], y))
 
 
+def modes(module):
+    return {name: m.training for name, m in module.named_modules()}
+
+
+@pytest.mark.parametrize("ddc_head", [None, "classifier"])
+def test_the_adapter_takes_the_wrapped_models_mode(ddc_head):
+    """``adapt(model.eval())`` is in eval mode and returns logits; ``adapt(model.train())`` is in
+    train mode and returns the training dict; no module inside changes its mode."""
+    x = images()
+    net = tiny(TorchvisionStyle, aux=True)  # tiny() returns the network in eval mode
+    model = adapt(net, num_classes=K, ddc_head=ddc_head)
+    assert not model.training and not any(modes(model).values())
+    with torch.no_grad():
+        out = model(x)
+        assert isinstance(out, torch.Tensor) and torch.equal(out, net(x)["out"])
+    net = tiny(TorchvisionStyle, aux=True).train()
+    model = adapt(net, num_classes=K, ddc_head=ddc_head)
+    assert model.training and all(modes(model).values())
+    with torch.no_grad():
+        out = model(x)
+    assert isinstance(out, dict) and set(out) == {"main", "deep_sup", *(("auxiliary", "mask") if ddc_head else ())}
+    # a mixed mode (a frozen trunk in a training model) is left as the user set it; f_a / f_m copy the head's
+    net = tiny(TorchvisionStyle).train()
+    net.backbone.eval()
+    net.classifier[1].eval()  # its BatchNorm
+    net.classifier[3].eval()  # the logits layer, which f_m replaces by a fresh one
+    before = modes(net)
+    assert set(before.values()) == {True, False}
+    model = adapt(net, num_classes=K, ddc_head=ddc_head)
+    assert model.training and modes(net) == before
+    if ddc_head:
+        assert modes(model.ddc_heads["auxiliary"]) == modes(net.classifier)
+        assert modes(model.ddc_heads["mask"]) == modes(net.classifier)
+
+
 # ----------------------------------------------------------------------------- DDC-AT heads
 
 

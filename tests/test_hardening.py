@@ -355,7 +355,7 @@ def test_full_disk_mid_run_keeps_the_first_checkpoint(tmp_path, capsys, monkeypa
 def test_any_write_failing_for_lack_of_space_is_one_line(tmp_path, capsys, monkeypatch):
     """An OSError outside the checkpoint writer (here: the training log) reaches the command line
     as one line naming the reason and the file, exit code 2."""
-    from ddcat.training import trainlog
+    from ddcat import trainlog
 
     def full(self, record):
         raise OSError(errno.ENOSPC, "No space left on device", str(tmp_path / "run" / "train_log.jsonl"))

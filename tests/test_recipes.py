@@ -12,12 +12,12 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ddcat import trainlog as log_keys
 from ddcat.checkpoint import load_checkpoint
 from ddcat.config import load_config
 from ddcat.errors import DdcatError
 from ddcat.models import build_model
 from ddcat.training import build_method, train
-from ddcat.training import trainlog as log_keys
 from ddcat.training.fgsm_rs import RandomStartFGSM
 from ddcat.training.free import FreeAdversarialTraining, free_update
 from ddcat.training.loop import replayed

@@ -6,10 +6,15 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from ddcat.config import CHOICES
+from ddcat.errors import DdcatError
 from ddcat.training.losses import (
+    DIVISIONS,
+    Division,
     boundary_property,
     combine,
     cross_entropy,
+    division_of,
     mask_labels,
     mask_loss,
     routed_cross_entropy,
@@ -42,8 +47,37 @@ def test_mask_labels_per_division(division, want_clean, want_adv):
 
 
 def test_mask_labels_unknown_division():
-    with pytest.raises(ValueError):
+    with pytest.raises(DdcatError, match=r"unknown DDC-AT division 'ddcat-x'; valid: ddcat, ddcat-m, ddcat-n"):
         mask_labels("ddcat-x", B_CLEAN, B_ADV)
+    with pytest.raises(DdcatError, match="unknown DDC-AT division"):
+        division_of(["ddcat"])
+    with pytest.raises(DdcatError, match="sends no pixel to f_a"):
+        Division("none", clean=False, adversarial=False)
+
+
+@pytest.mark.parametrize(
+    "name, attacked, boundary",
+    [
+        # a batch of m = 5 images, the first n_c = 2 stay clean (mask_targets' table)
+        ("ddcat", (0, 5), (0, 2)),  # all m attacked; B_adv needed for the clean rows (M_adv = 0)
+        ("ddcat-m", (0, 5), (0, 5)),  # all m attacked; every row's boundary property is read
+        ("ddcat-n", (2, 5), (2, 5)),  # only the adversarial part is attacked and read (M_clean = 0)
+    ],
+)
+def test_division_rows(name, attacked, boundary):
+    d = division_of(name)
+    assert d is DIVISIONS[name] and division_of(d) is d and d.name == name
+    assert d.attacked_rows(2, 5) == slice(*attacked)
+    assert d.boundary_rows(2, 5) == slice(*boundary)
+
+
+def test_divisions_are_training_methods():
+    assert list(DIVISIONS) == ["ddcat", "ddcat-m", "ddcat-n"]
+    assert set(DIVISIONS) <= set(CHOICES["train.method"])
+    # a Division value gives the same labels as its name
+    for name, d in DIVISIONS.items():
+        by_name, by_value = mask_labels(name, B_CLEAN, B_ADV), d.mask_labels(B_CLEAN, B_ADV)
+        assert all(torch.equal(a, b) for a, b in zip(by_name, by_value))
 
 
 def test_routing_is_argmax_of_mask_head():

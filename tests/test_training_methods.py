@@ -284,3 +284,18 @@ def test_optimizer_choice_and_head_learning_rate(name, cls):
     t = cfg["train"]
     set_poly_lr(opt, t["lr"], 0, t["iters"], t["poly_power"])
     assert trunk["lr"] == pytest.approx(0.002) and new["lr"] == pytest.approx(0.02)
+
+
+def test_unknown_optimizer_and_division_are_one_line_errors():
+    """Python callers past the config's checks get DdcatError naming the value, not a ValueError."""
+    from ddcat.training.ddcat import DivideAndConquerTraining
+    from ddcat.training.losses import DIVISIONS
+    from ddcat.training.optim import build_optimizer
+
+    with pytest.raises(DdcatError, match=r"train.optimizer: unknown optimizer 'adam'; valid: sgd, adamw"):
+        build_optimizer(tiny_model(ddc=False), "adam", 0.01, 10, 0.9, 1e-4)
+    attack = build_method(tiny_cfg("sat")).attack
+    with pytest.raises(DdcatError, match=r"unknown DDC-AT division 'ddcat-x'"):
+        DivideAndConquerTraining(attack, "ddcat-x", 0.5, 0.4, (1, 1, 1), True)
+    method = DivideAndConquerTraining(attack, DIVISIONS["ddcat-n"], 0.5, 0.4, (1, 1, 1), True)
+    assert method.name == "ddcat-n" and method.division is DIVISIONS["ddcat-n"]

@@ -45,7 +45,7 @@ from typing import ClassVar
 
 import torch
 
-from ddcat.attacks.iterative import _set
+from ddcat.attacks.base import set_field
 from ddcat.attacks.min_norm import (
     inside,
     BestScore,
@@ -110,7 +110,7 @@ class ALMAProx(MinNormAttack):
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        _set(self, "lr_init", check_positive("lr_init", self.lr_init))
+        set_field(self, "lr_init", check_positive("lr_init", self.lr_init))
         if self.penalty_grad not in PENALTY_GRADS:
             raise DdcatError(f"ALMA-prox penalty_grad must be one of {', '.join(PENALTY_GRADS)}, got {self.penalty_grad!r}")
 

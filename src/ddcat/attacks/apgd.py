@@ -59,9 +59,8 @@ from typing import Callable, ClassVar
 import torch
 
 from ddcat.attacks import losses as L
-from ddcat.attacks.base import Attack
+from ddcat.attacks.base import Attack, set_field
 from ddcat.attacks.checks import check_class_counts, check_count, check_eps, check_precision, check_seed
-from ddcat.attacks.iterative import _set
 from ddcat.attacks.norms import NORMS, Ball, check_norm
 from ddcat.attacks.scoring import Score
 from ddcat.constants import EPS, ITERS
@@ -156,19 +155,19 @@ class APGD(Attack):
     norms: ClassVar[tuple[str, ...]] = NORMS
 
     def __post_init__(self) -> None:
-        _set(self, "eps", check_eps(self.eps))
-        _set(self, "steps", check_count("steps", self.steps, 0))
-        _set(self, "loss", L.loss_name(self.loss))
+        set_field(self, "eps", check_eps(self.eps))
+        set_field(self, "steps", check_count("steps", self.steps, 0))
+        set_field(self, "loss", L.loss_name(self.loss))
         if self.track not in TRACKS:
             raise DdcatError(f"APGD track must be one of {', '.join(TRACKS)}, got {self.track!r}")
-        _set(self, "restarts", check_count("restarts", self.restarts, 1))
-        _set(self, "random_start", bool(self.random_start))
-        _set(self, "red_eps", bool(self.red_eps))
-        _set(self, "early_stop", bool(self.early_stop))
-        _set(self, "class_counts", check_class_counts(self.class_counts))
-        _set(self, "seed", check_seed(self.seed))
-        _set(self, "precision", check_precision(self.precision))
-        _set(self, "norm", check_norm(self.norm, "APGD"))
+        set_field(self, "restarts", check_count("restarts", self.restarts, 1))
+        set_field(self, "random_start", bool(self.random_start))
+        set_field(self, "red_eps", bool(self.red_eps))
+        set_field(self, "early_stop", bool(self.early_stop))
+        set_field(self, "class_counts", check_class_counts(self.class_counts))
+        set_field(self, "seed", check_seed(self.seed))
+        set_field(self, "precision", check_precision(self.precision))
+        set_field(self, "norm", check_norm(self.norm, "APGD"))
 
     @property
     def starts_at_clean(self) -> bool:

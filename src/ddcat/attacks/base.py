@@ -41,6 +41,13 @@ from ddcat.attacks.scoring import Score
 from ddcat.errors import DdcatError
 
 
+def set_field(attack: object, name: str, value: object) -> None:
+    """Set field ``name`` of a frozen dataclass (an attack) to ``value``: for its ``__init__`` /
+    ``__post_init__`` only, where the checks store the normalised values (``eps`` as a float, the
+    loss's canonical name...). An attack is immutable once built."""
+    object.__setattr__(attack, name, value)
+
+
 @dataclass(frozen=True)
 class Attack:
     """Base class: validates the inputs, handles eval mode and the forward seam.

@@ -31,7 +31,7 @@ from typing import ClassVar
 
 import torch
 
-from ddcat.attacks.iterative import _set
+from ddcat.attacks.base import set_field
 from ddcat.attacks.min_norm import BestScore, MinNormAttack, check_positive, difference_of_logits, fooled_fraction
 
 __all__ = ["DAG", "dag_step"]
@@ -58,7 +58,7 @@ class DAG(MinNormAttack):
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        _set(self, "gamma", check_positive("gamma", self.gamma))
+        set_field(self, "gamma", check_positive("gamma", self.gamma))
 
     def _attack(self, fwd, x, y, valid, counts, lower, upper):
         safe = self._safe(y, valid)

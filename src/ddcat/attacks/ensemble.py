@@ -32,10 +32,9 @@ from typing import ClassVar, Iterator, Mapping, Sequence
 
 import torch
 
-from ddcat.attacks.base import Attack
+from ddcat.attacks.base import Attack, set_field
 from ddcat.attacks.checks import check_inputs
 from ddcat.attacks.forward import ForwardFn, eval_mode
-from ddcat.attacks.iterative import _set
 from ddcat.attacks.scoring import Score, select_images
 from ddcat.errors import DdcatError
 
@@ -185,12 +184,12 @@ class Ensemble(Attack):
     norms: ClassVar[tuple[str, ...]] = ("linf", "l2")  # build_ensemble(norm=...) keeps the members that have it
 
     def __post_init__(self) -> None:
-        _set(self, "members", check_members(self.members, "Ensemble"))
+        set_field(self, "members", check_members(self.members, "Ensemble"))
         names = tuple(str(n) for n in self.names) or tuple(f"member-{i}" for i in range(len(self.members)))
         if len(names) != len(self.members):
             raise DdcatError(f"Ensemble got {len(names)} names for {len(self.members)} members")
-        _set(self, "names", names)
-        _set(self, "early_skip", bool(self.early_skip))
+        set_field(self, "names", names)
+        set_field(self, "early_skip", bool(self.early_skip))
 
     @property
     def eps(self) -> float:

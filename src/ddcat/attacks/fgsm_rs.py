@@ -21,7 +21,7 @@ from typing import ClassVar
 import torch
 
 from ddcat.attacks import losses as L
-from ddcat.attacks.base import Attack
+from ddcat.attacks.base import Attack, set_field
 from ddcat.attacks.checks import check_alpha, check_eps, check_precision
 from ddcat.attacks.iterative import uniform_start
 from ddcat.attacks.projection import ball_bounds, project_with_bounds
@@ -47,11 +47,11 @@ class RandomStartFGSM(Attack):
     targeted: bool = False
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "eps", check_eps(self.eps))
-        object.__setattr__(self, "alpha", check_alpha(self.alpha))
-        object.__setattr__(self, "precision", check_precision(self.precision))
-        object.__setattr__(self, "steps", 1)
-        object.__setattr__(self, "targeted", False)
+        set_field(self, "eps", check_eps(self.eps))
+        set_field(self, "alpha", check_alpha(self.alpha))
+        set_field(self, "precision", check_precision(self.precision))
+        set_field(self, "steps", 1)
+        set_field(self, "targeted", False)
 
     @property
     def starts_at_clean(self) -> bool:

@@ -18,7 +18,7 @@ from typing import ClassVar, Hashable
 import torch
 
 from ddcat.attacks import losses as L
-from ddcat.attacks.base import Attack
+from ddcat.attacks.base import Attack, set_field
 from ddcat.attacks.checks import (
     check_alpha,
     check_class_counts,
@@ -35,10 +35,6 @@ from ddcat.constants import ALPHA, EPS
 from ddcat.errors import DdcatError
 
 __all__ = ["FGSM", "BIM", "PGD", "SegPGD", "CosPGD", "uniform_start"]
-
-
-def _set(obj: object, name: str, value: object) -> None:
-    object.__setattr__(obj, name, value)  # frozen dataclasses: normalise fields in __post_init__
 
 
 uniform_start = linf_random_start  # the L-inf random start (kept under its old name)
@@ -66,12 +62,12 @@ class BIM(Attack):
     norms: ClassVar[tuple[str, ...]] = NORMS
 
     def __post_init__(self) -> None:
-        _set(self, "eps", check_eps(self.eps))
-        _set(self, "alpha", check_alpha(self.alpha))
-        _set(self, "steps", check_count("steps", self.steps, 0))
-        _set(self, "targeted", bool(self.targeted))
-        _set(self, "precision", check_precision(self.precision))
-        _set(self, "norm", check_norm(self.norm, type(self).__name__))
+        set_field(self, "eps", check_eps(self.eps))
+        set_field(self, "alpha", check_alpha(self.alpha))
+        set_field(self, "steps", check_count("steps", self.steps, 0))
+        set_field(self, "targeted", bool(self.targeted))
+        set_field(self, "precision", check_precision(self.precision))
+        set_field(self, "norm", check_norm(self.norm, type(self).__name__))
 
     def sweep_key(self) -> Hashable | None:
         """BIM has no random start: BIM with n steps is the n-th iterate of a longer BIM, so one
@@ -139,12 +135,12 @@ class FGSM(BIM):
     norm: str = "linf"
 
     def __init__(self, eps: float = EPS, targeted: bool = False, precision: str = "fp32", norm: str = "linf") -> None:
-        _set(self, "eps", check_eps(eps))
-        _set(self, "alpha", self.eps)  # may be 0 here (FGSM at eps 0 is the identity)
-        _set(self, "steps", 1)
-        _set(self, "targeted", bool(targeted))
-        _set(self, "precision", check_precision(precision))
-        _set(self, "norm", check_norm(norm, "FGSM"))
+        set_field(self, "eps", check_eps(eps))
+        set_field(self, "alpha", self.eps)  # may be 0 here (FGSM at eps 0 is the identity)
+        set_field(self, "steps", 1)
+        set_field(self, "targeted", bool(targeted))
+        set_field(self, "precision", check_precision(precision))
+        set_field(self, "norm", check_norm(norm, "FGSM"))
 
     def __repr__(self) -> str:
         extra = f", norm={self.norm!r}" if self.norm != "linf" else ""
@@ -191,17 +187,17 @@ class PGD(Attack):
     norms: ClassVar[tuple[str, ...]] = NORMS
 
     def __post_init__(self) -> None:
-        _set(self, "eps", check_eps(self.eps))
-        _set(self, "alpha", check_alpha(self.alpha))
-        _set(self, "steps", check_count("steps", self.steps, 0))
-        _set(self, "norm", check_norm(self.norm, "PGD"))
-        _set(self, "random_start", bool(self.random_start))
-        _set(self, "restarts", check_count("restarts", self.restarts, 1))
-        _set(self, "targeted", bool(self.targeted))
-        _set(self, "loss", L.loss_name(self.loss, self.targeted))
-        _set(self, "seed", check_seed(self.seed))
-        _set(self, "precision", check_precision(self.precision))
-        _set(self, "class_counts", check_class_counts(self.class_counts))
+        set_field(self, "eps", check_eps(self.eps))
+        set_field(self, "alpha", check_alpha(self.alpha))
+        set_field(self, "steps", check_count("steps", self.steps, 0))
+        set_field(self, "norm", check_norm(self.norm, "PGD"))
+        set_field(self, "random_start", bool(self.random_start))
+        set_field(self, "restarts", check_count("restarts", self.restarts, 1))
+        set_field(self, "targeted", bool(self.targeted))
+        set_field(self, "loss", L.loss_name(self.loss, self.targeted))
+        set_field(self, "seed", check_seed(self.seed))
+        set_field(self, "precision", check_precision(self.precision))
+        set_field(self, "class_counts", check_class_counts(self.class_counts))
 
     @property
     def starts_at_clean(self) -> bool:

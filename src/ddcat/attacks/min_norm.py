@@ -35,9 +35,8 @@ from typing import ClassVar
 import torch
 import torch.nn.functional as F
 
-from ddcat.attacks.base import Attack
+from ddcat.attacks.base import Attack, set_field
 from ddcat.attacks.checks import check_count, check_eps, check_precision
-from ddcat.attacks.iterative import _set
 from ddcat.attacks.projection import ball_bounds, project_with_bounds
 from ddcat.attacks.scoring import Score
 from ddcat.constants import EPS, IGNORE_INDEX
@@ -265,11 +264,11 @@ class MinNormAttack(Attack):
     randomized: ClassVar[bool] = False
 
     def __post_init__(self) -> None:
-        _set(self, "eps", check_eps(self.eps))
-        _set(self, "steps", check_count("steps", self.steps, 0))
-        _set(self, "adv_threshold", check_fraction("adv_threshold", self.adv_threshold))
-        _set(self, "box", check_box(self.box))
-        _set(self, "precision", check_precision(self.precision))
+        set_field(self, "eps", check_eps(self.eps))
+        set_field(self, "steps", check_count("steps", self.steps, 0))
+        set_field(self, "adv_threshold", check_fraction("adv_threshold", self.adv_threshold))
+        set_field(self, "box", check_box(self.box))
+        set_field(self, "precision", check_precision(self.precision))
 
     def _run(self, fwd, images, labels, score, seed):
         valid = labels != IGNORE_INDEX

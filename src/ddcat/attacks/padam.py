@@ -41,9 +41,8 @@ from typing import ClassVar
 import torch
 
 from ddcat.attacks import losses as L
-from ddcat.attacks.base import Attack
+from ddcat.attacks.base import Attack, set_field
 from ddcat.attacks.checks import check_count, check_eps, check_precision, check_seed
-from ddcat.attacks.iterative import _set
 from ddcat.attacks.norms import NORMS, Ball, check_norm
 from ddcat.attacks.scoring import Score, keep_better
 from ddcat.constants import EPS
@@ -123,24 +122,24 @@ class PAdam(Attack):
     norms: ClassVar[tuple[str, ...]] = NORMS
 
     def __post_init__(self) -> None:
-        _set(self, "eps", check_eps(self.eps))
-        _set(self, "steps", check_count("steps", self.steps, 0))
-        _set(self, "loss", L.loss_name(self.loss, targeted=False))
+        set_field(self, "eps", check_eps(self.eps))
+        set_field(self, "steps", check_count("steps", self.steps, 0))
+        set_field(self, "loss", L.loss_name(self.loss, targeted=False))
         if self.lr is not None:
-            _set(self, "lr", _check_positive("lr", self.lr))
+            set_field(self, "lr", _check_positive("lr", self.lr))
         try:
             betas = tuple(float(b) for b in self.betas)  # type: ignore[union-attr]
         except (TypeError, ValueError):
             raise DdcatError(f"PAdam betas must be two numbers in [0, 1), got {self.betas!r}") from None
         if len(betas) != 2 or not all(0.0 <= b < 1.0 for b in betas):
             raise DdcatError(f"PAdam betas must be two numbers in [0, 1), got {self.betas!r}")
-        _set(self, "betas", betas)
-        _set(self, "adam_eps", _check_positive("adam_eps", self.adam_eps))
-        _set(self, "amsgrad", bool(self.amsgrad))
-        _set(self, "random_start", bool(self.random_start))
-        _set(self, "seed", check_seed(self.seed))
-        _set(self, "precision", check_precision(self.precision))
-        _set(self, "norm", check_norm(self.norm, "PAdam"))
+        set_field(self, "betas", betas)
+        set_field(self, "adam_eps", _check_positive("adam_eps", self.adam_eps))
+        set_field(self, "amsgrad", bool(self.amsgrad))
+        set_field(self, "random_start", bool(self.random_start))
+        set_field(self, "seed", check_seed(self.seed))
+        set_field(self, "precision", check_precision(self.precision))
+        set_field(self, "norm", check_norm(self.norm, "PAdam"))
 
     @property
     def starts_at_clean(self) -> bool:

@@ -41,8 +41,8 @@ from typing import ClassVar
 import torch
 import torch.nn.functional as F
 
+from ddcat.attacks.base import set_field
 from ddcat.attacks.checks import check_count
-from ddcat.attacks.iterative import _set
 from ddcat.attacks.min_norm import (
     inside,
     BestScore,
@@ -95,10 +95,10 @@ class PDPGD(MinNormAttack):
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        _set(self, "primal_lr", check_positive("primal_lr", self.primal_lr))
-        _set(self, "dual_lr", check_positive("dual_lr", self.dual_lr))
-        _set(self, "dual_ema", check_fraction("dual_ema", self.dual_ema, open_lo=False, open_hi=True))
-        _set(self, "proximal_steps", check_count("proximal_steps", self.proximal_steps, 1))
+        set_field(self, "primal_lr", check_positive("primal_lr", self.primal_lr))
+        set_field(self, "dual_lr", check_positive("dual_lr", self.dual_lr))
+        set_field(self, "dual_ema", check_fraction("dual_ema", self.dual_ema, open_lo=False, open_hi=True))
+        set_field(self, "proximal_steps", check_count("proximal_steps", self.proximal_steps, 1))
 
     def _attack(self, fwd, x, y, valid, counts, lower, upper):
         n, total = x.shape[0], self.steps

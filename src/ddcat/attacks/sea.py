@@ -20,9 +20,8 @@ from typing import ClassVar
 
 from ddcat.attacks import losses as L
 from ddcat.attacks.apgd import APGD
-from ddcat.attacks.base import Attack
+from ddcat.attacks.base import Attack, set_field
 from ddcat.attacks.checks import check_class_counts, check_count, check_eps, check_precision, check_seed
-from ddcat.attacks.iterative import _set
 from ddcat.attacks.ensemble import ensemble_run
 from ddcat.attacks.norms import NORMS, check_norm
 from ddcat.constants import EPS, ITERS
@@ -62,23 +61,23 @@ class SEA(Attack):
     norms: ClassVar[tuple[str, ...]] = NORMS
 
     def __post_init__(self) -> None:
-        _set(self, "eps", check_eps(self.eps))
-        _set(self, "steps", check_count("steps", self.steps, 0))
+        set_field(self, "eps", check_eps(self.eps))
+        set_field(self, "steps", check_count("steps", self.steps, 0))
         if isinstance(self.losses, str):
             raise DdcatError(f"SEA losses must be a sequence of loss names, got the string {self.losses!r}")
         losses = tuple(L.loss_name(name) for name in self.losses)
         if not losses:
             raise DdcatError("SEA needs at least one loss, got none")
-        _set(self, "spherical", bool(self.spherical))
+        set_field(self, "spherical", bool(self.spherical))
         if self.spherical and "masked-spherical" not in losses:
             losses += ("masked-spherical",)
-        _set(self, "losses", losses)
-        _set(self, "red_eps", bool(self.red_eps))
-        _set(self, "class_counts", check_class_counts(self.class_counts))
-        _set(self, "seed", check_seed(self.seed))
-        _set(self, "restarts", check_count("restarts", self.restarts, 1))
-        _set(self, "precision", check_precision(self.precision))
-        _set(self, "norm", check_norm(self.norm, "SEA"))
+        set_field(self, "losses", losses)
+        set_field(self, "red_eps", bool(self.red_eps))
+        set_field(self, "class_counts", check_class_counts(self.class_counts))
+        set_field(self, "seed", check_seed(self.seed))
+        set_field(self, "restarts", check_count("restarts", self.restarts, 1))
+        set_field(self, "precision", check_precision(self.precision))
+        set_field(self, "norm", check_norm(self.norm, "SEA"))
         members = tuple(
             APGD(
                 eps=self.eps,
@@ -93,7 +92,7 @@ class SEA(Attack):
             )
             for name in losses
         )
-        _set(self, "members", members)
+        set_field(self, "members", members)
 
     @property
     def needs_class_counts(self) -> bool:

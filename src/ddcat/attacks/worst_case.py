@@ -9,10 +9,10 @@ from typing import ClassVar, Mapping, Sequence
 
 import torch
 
-from ddcat.attacks.base import Attack
+from ddcat.attacks.base import Attack, set_field
 from ddcat.attacks.ensemble import check_members, ensemble_run
 from ddcat.attacks.forward import ForwardFn
-from ddcat.attacks.iterative import BIM, PGD, CosPGD, SegPGD, _set
+from ddcat.attacks.iterative import BIM, PGD, CosPGD, SegPGD
 from ddcat.attacks.norms import NORMS
 from ddcat.attacks.scoring import Score
 from ddcat.constants import ALPHA, EPS
@@ -53,7 +53,7 @@ class WorstCase(Attack):
     attacks: tuple[Attack, ...] = ()
 
     def __post_init__(self) -> None:
-        _set(self, "attacks", check_members(self.attacks, "WorstCase"))
+        set_field(self, "attacks", check_members(self.attacks, "WorstCase"))
 
     targeted = False
     precision = "fp32"

@@ -13,6 +13,7 @@ the same interface as ddcat's own :class:`~ddcat.models.Segmenter`:
 - logits at reduced resolution (SegFormer: 1/4) are resized bilinearly to (H, W) inside the
   adapter, so an attack differentiates through the path that makes the prediction.
 
+The adapter starts in the wrapped model's mode (``adapt(model.eval())`` is in eval mode).
 Eval mode: ``adapted(x)`` returns the main logits (N, K, H, W). Train mode: a dict with
 ``"main"``, ``"deep_sup"`` when the model gives an auxiliary output, and, for DDC-AT,
 ``"auxiliary"`` (f_a) and ``"mask"`` (f_m). ``adapted(x, heads=(...), rows={...})`` computes
@@ -136,6 +137,7 @@ def mask_head_like(head: nn.Module, num_classes: int | None) -> nn.Module:
             f"{num_classes} classes: ddc_head must be the module that produces the class logits"
         )
     fresh = with_outputs(last, 2)
+    fresh.train(last.training)  # the mode of the layer it replaces
     if not name:
         return fresh
     mask = copy.deepcopy(head)
@@ -189,7 +191,11 @@ class AdaptedModel(nn.Module):
             head = find_module(model, ddc_head)
             mask = mask_head_like(head, num_classes)  # also checks the head's class count
             self.ddc_heads = nn.ModuleDict({"auxiliary": copy.deepcopy(head), "mask": mask})
+            self.ddc_heads.training = head.training
             head.register_forward_hook(self._hook, with_kwargs=True)
+        # the wrapper takes the wrapped model's mode (``adapt(model.eval())`` returns logits); the
+        # modules inside keep theirs, and f_a / f_m are copies of the head, modes included
+        self.training = model.training
 
     @property
     def ddc(self) -> bool:

@@ -16,6 +16,7 @@ import numpy as np
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
+from ddcat import trainlog
 from ddcat.attacks import registry
 from ddcat.constants import IGNORE_INDEX
 from ddcat.data.palette import voc_colormap
@@ -37,7 +38,6 @@ from ddcat.reporting.summary import (
     sweep_stats,
     threat_model,
 )
-from ddcat.training import trainlog
 
 DPI = 100
 METHOD_COLORS = {"clean": "#7f7f7f", "sat": "#1f77b4", "ddcat-m": "#2ca02c", "ddcat-n": "#9467bd", "ddcat": "#d62728",
@@ -108,7 +108,7 @@ def plot_sweep(results: dict[str, Any], path: str | Path, kind: str = "white-box
 
 
 def read_log(path: str | Path) -> list[dict[str, Any]]:
-    """The records of a ``train_log.jsonl`` (:func:`ddcat.training.trainlog.read_records`: a torn
+    """The records of a ``train_log.jsonl`` (:func:`ddcat.trainlog.read_records`: a torn
     last line is skipped). A missing or empty log raises :class:`DdcatError` naming the file."""
     path = Path(path)
     if not path.is_file():

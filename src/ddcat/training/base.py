@@ -12,7 +12,7 @@ import torch
 from torch import nn
 
 from ddcat.training.losses import cross_entropy
-from ddcat.training.trainlog import LOSS_DEEP_SUP, LOSS_MAIN
+from ddcat.trainlog import LOSS_DEEP_SUP, LOSS_MAIN
 
 
 def gaussian_noise(images: torch.Tensor, sigma: float) -> torch.Tensor:

@@ -4,7 +4,7 @@ every image of the batch gets Gaussian noise (a base model for randomized smooth
 from __future__ import annotations
 
 from ddcat.training.base import Method, gaussian_noise
-from ddcat.training.trainlog import LOSS
+from ddcat.trainlog import LOSS
 
 
 class CleanTraining(Method):

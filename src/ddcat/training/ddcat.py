@@ -10,8 +10,9 @@ One iteration, for a batch D_b of m images (first n_c stay clean, last n_a becom
      combined prediction B_clean from the f_a / f_m heads on the same trunk features; otherwise
      B_clean costs one separate no-grad forward;
    - one no-grad forward of the adversarial images through f_n, f_a, f_m gives B_adv;
-   - mask labels from :func:`ddcat.training.losses.mask_labels` (B_clean and B_adv outside the
-     rows that need them are left equal, so their boundary property is 0).
+   - mask labels from the division's :meth:`ddcat.training.losses.Division.mask_labels` (B_clean
+     and B_adv outside the rows that need them are left equal, so their boundary property is 0);
+     which rows are attacked and which need B_adv is the division's too.
 2. Alg. 3 steps 4-9, in train mode: one forward of T_b = clean part + adversarial part through
    all heads; p = argmax f_m (detached), q = 1 - p; loss = l1 L_n + l2 L_a + l3 L_m
    (eqs. 3-6) + deep-supervision CE; one backward.
@@ -28,15 +29,15 @@ import contextlib
 import torch
 from torch import nn
 
+from ddcat import trainlog as log_keys
 from ddcat.constants import IGNORE_INDEX
 from ddcat.errors import DdcatError
-from ddcat.training import trainlog as log_keys
 from ddcat.training.base import AdversarialMethod
 from ddcat.training.losses import (
-    DIVISIONS,
+    Division,
     combine,
     cross_entropy,
-    mask_labels,
+    division_of,
     mask_loss,
     routed_cross_entropy,
     routing,
@@ -106,16 +107,15 @@ class DivideAndConquerTraining(AdversarialMethod):
     def __init__(
         self,
         attack,
-        division: str,
+        division: str | Division,
         adv_fraction: float,
         deep_sup_weight: float,
         lambdas: tuple[float, float, float],
         mask_ignore: bool,
     ):
         super().__init__(attack, adv_fraction, deep_sup_weight)
-        if division not in DIVISIONS:
-            raise ValueError(f"unknown division {division!r}; valid: {', '.join(DIVISIONS)}")
-        self.name = self.division = division
+        self.division = division_of(division)
+        self.name = self.division.name
         self.lambdas = tuple(lambdas)
         self.mask_ignore = mask_ignore
 
@@ -143,8 +143,8 @@ class DivideAndConquerTraining(AdversarialMethod):
         ========  ==============  ======================================================
         """
         m = images.shape[0]
-        first = 0 if self.division in ("ddcat", "ddcat-m") else n_clean
-        need = {"ddcat": slice(0, n_clean), "ddcat-m": slice(0, m), "ddcat-n": slice(n_clean, m)}[self.division]
+        first = self.division.attacked_rows(n_clean, m).start
+        need = self.division.boundary_rows(n_clean, m)
         local = slice(need.start - first, need.stop - first)  # ``need`` within the attacked block
         attacked = images[first:]
         # B_clean from the attack's first forward when that is at the clean images; otherwise (a
@@ -158,7 +158,7 @@ class DivideAndConquerTraining(AdversarialMethod):
         # label maps of the whole batch, equal outside ``need`` (no boundary property there)
         b_clean_all, b_adv_all = torch.zeros_like(labels), torch.zeros_like(labels)
         b_clean_all[need], b_adv_all[need] = b_clean, b_adv
-        m_clean, m_adv = mask_labels(self.division, b_clean_all, b_adv_all)
+        m_clean, m_adv = self.division.mask_labels(b_clean_all, b_adv_all)
         targets = torch.cat([m_clean[:n_clean], m_adv[n_clean:]])
         return adv[n_clean - first :], targets
 

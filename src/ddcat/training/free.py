@@ -32,7 +32,7 @@ import torch
 from ddcat.attacks.projection import ball_bounds, project_with_bounds
 from ddcat.errors import DdcatError
 from ddcat.training.base import AdversarialMethod
-from ddcat.training.trainlog import LOSS
+from ddcat.trainlog import LOSS
 
 
 def free_update(delta: torch.Tensor, grad: torch.Tensor, eps: float) -> torch.Tensor:

@@ -55,8 +55,8 @@ from ddcat.training.free import FreeAdversarialTraining
 from ddcat.training.optim import build_optimizer, set_poly_lr
 from ddcat.training.sampling import EpochIndexed, ResumableBatchSampler, collate, iteration_seed
 from ddcat.training.sat import StandardAdversarialTraining
-from ddcat.training.trainlog import ITER, LOG_NAME, LOSS, LR, TIME, LogWriter, truncated_text
 from ddcat.training.watch import RobustnessWatch, check_record, fixed_batches
+from ddcat.trainlog import ITER, LOG_NAME, LOSS, LR, TIME, LogWriter, truncated_text
 
 #: The training methods (``train.method``): the config's list of choices.
 METHODS = CHOICES["train.method"]

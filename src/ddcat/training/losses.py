@@ -8,11 +8,13 @@ plain cross-entropy, and each valid pixel is counted once, in exactly one branch
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
 import torch.nn.functional as F
 
 from ddcat.constants import IGNORE_INDEX
-
+from ddcat.errors import DdcatError, show
 
 
 def cross_entropy(logits: torch.Tensor, labels: torch.Tensor, ignore_index: int = IGNORE_INDEX) -> torch.Tensor:
@@ -37,29 +39,72 @@ def boundary_property(b_clean: torch.Tensor, b_adv: torch.Tensor) -> torch.Tenso
     return (b_clean != b_adv).long()
 
 
-#: The divisions of DDC-AT: the paper's and its two ablations (Sec. 6.4).
-DIVISIONS = ("ddcat", "ddcat-m", "ddcat-n")
-
-
-def mask_labels(division: str, b_clean: torch.Tensor, b_adv: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Mask labels (M_clean, M_adv) for images whose clean/adversarial label maps are given.
+@dataclass(frozen=True)
+class Division:
+    """One division of DDC-AT: which pixels with the boundary property 1[B_clean != B_adv] its mask
+    labels send to f_a (M = 1), among the clean images (``clean``) and among the adversarial images
+    (``adversarial``) of the training batch; every other pixel gets M = 0 (goes to f_n).
 
     - ``ddcat`` (Alg. 2): clean pixels with the boundary property go to f_a; every adversarial
       pixel goes to f_n: M_clean = 1[B_clean != B_adv], M_adv = 0.
-    - ``ddcat-m``: clean *and* adversarial pixels with the boundary property go to f_a:
+    - ``ddcat-m`` (Sec. 6.4): clean *and* adversarial pixels with the boundary property go to f_a:
       M_clean = M_adv = 1[B_clean != B_adv].
-    - ``ddcat-n``: only adversarial pixels with the boundary property go to f_a:
+    - ``ddcat-n`` (Sec. 6.4): only adversarial pixels with the boundary property go to f_a:
       M_clean = 0, M_adv = 1[B_clean != B_adv].
     """
-    boundary = boundary_property(b_clean, b_adv)
-    zero = torch.zeros_like(boundary)
-    if division == "ddcat":
-        return boundary, zero
-    if division == "ddcat-m":
-        return boundary, boundary.clone()
-    if division == "ddcat-n":
-        return zero, boundary
-    raise ValueError(f"unknown division {division!r}")
+
+    name: str
+    clean: bool
+    adversarial: bool
+
+    def __post_init__(self) -> None:
+        if not (self.clean or self.adversarial):
+            raise DdcatError(f"division {show(self.name)} sends no pixel to f_a: set clean or adversarial")
+
+    def mask_labels(self, b_clean: torch.Tensor, b_adv: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Mask labels (M_clean, M_adv) for images whose clean/adversarial label maps are given."""
+        boundary = boundary_property(b_clean, b_adv)
+        m_clean = boundary if self.clean else torch.zeros_like(boundary)
+        m_adv = boundary.clone() if self.adversarial else torch.zeros_like(boundary)
+        return m_clean, m_adv
+
+    def attacked_rows(self, n_clean: int, m: int) -> slice:
+        """The images of a batch of ``m`` (the first ``n_clean`` stay clean) that need an adversarial
+        version: the adversarial part always (it is trained on), the clean part when its mask labels
+        read the boundary property."""
+        return slice(0 if self.clean else n_clean, m)
+
+    def boundary_rows(self, n_clean: int, m: int) -> slice:
+        """The images whose boundary property 1[B_clean != B_adv] the mask labels read (B_adv is
+        needed there): the clean rows for ``clean``, the adversarial rows for ``adversarial``."""
+        return slice(0 if self.clean else n_clean, m if self.adversarial else n_clean)
+
+
+#: The divisions of DDC-AT by name (``train.method``): the paper's and its two ablations (Sec. 6.4).
+DIVISIONS: dict[str, Division] = {
+    d.name: d
+    for d in (
+        Division("ddcat", clean=True, adversarial=False),
+        Division("ddcat-m", clean=True, adversarial=True),
+        Division("ddcat-n", clean=False, adversarial=True),
+    )
+}
+
+
+def division_of(division: str | Division) -> Division:
+    """The :class:`Division` a name (``ddcat``, ``ddcat-m``, ``ddcat-n``) stands for; a
+    :class:`Division` is returned as it is."""
+    if isinstance(division, Division):
+        return division
+    if isinstance(division, str) and division in DIVISIONS:
+        return DIVISIONS[division]
+    raise DdcatError(f"unknown DDC-AT division {show(division)}; valid: {', '.join(DIVISIONS)}")
+
+
+def mask_labels(division: str | Division, b_clean: torch.Tensor, b_adv: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Mask labels (M_clean, M_adv) of ``division`` (a name or a :class:`Division`): see
+    :meth:`Division.mask_labels`, which the training method calls."""
+    return division_of(division).mask_labels(b_clean, b_adv)
 
 
 def routed_cross_entropy(

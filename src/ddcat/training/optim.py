@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import torch
 
+from ddcat.config import CHOICES
+from ddcat.errors import DdcatError, show
 from ddcat.models import Segmenter
 
 
@@ -12,6 +14,8 @@ def build_optimizer(
 ) -> torch.optim.Optimizer:
     """SGD with momentum (``kind="sgd"``, the paper's) or AdamW (``"adamw"``); trunk at ``lr``,
     context and heads at ``lr x head_lr_mult``."""
+    if kind not in CHOICES["train.optimizer"]:
+        raise DdcatError(f"train.optimizer: unknown optimizer {show(kind)}; valid: {', '.join(CHOICES['train.optimizer'])}")
     new = list(model.new_parameters())
     new_ids = {id(p) for p in new}
     trunk = [p for p in model.parameters() if id(p) not in new_ids]
@@ -21,8 +25,6 @@ def build_optimizer(
     ]
     if kind == "adamw":
         return torch.optim.AdamW(groups, lr=lr, weight_decay=weight_decay)
-    if kind != "sgd":
-        raise ValueError(f"unknown optimizer {kind!r}")
     return torch.optim.SGD(groups, lr=lr, momentum=momentum, weight_decay=weight_decay)
 
 

@@ -11,7 +11,7 @@ import torch
 
 from ddcat.errors import DdcatError
 from ddcat.training.base import AdversarialMethod, gaussian_noise
-from ddcat.training.trainlog import LOSS
+from ddcat.trainlog import LOSS
 
 
 class StandardAdversarialTraining(AdversarialMethod):

@@ -29,10 +29,10 @@ from typing import Any
 import torch
 from torch import nn
 
+from ddcat import trainlog as log_keys
 from ddcat.attacks import PGD
 from ddcat.attacks.forward import eval_mode
 from ddcat.metrics import ConfusionMatrix
-from ddcat.training import trainlog as log_keys
 
 #: PGD of the watch: 10 steps from a random start (the issue's and Wong et al.'s check).
 WATCH_PGD_STEPS = 10
