@@ -82,7 +82,8 @@ def test_ensemble_record_never_above_any_member_and_counts_winners(tiny):
     settings = [Setting(), Setting("bim", bim, 2, EPS, alpha=2 / 255), Setting("ensemble", ens, 2, EPS)]
     records = run_engine(model, dataset, settings, batch_size=3)  # two batches (3 + 1)
     clean, bim_rec, rec = records
-    assert rec["ensemble"] == {"version": "ddcat-ensemble-1", "members": list(member_names()), "early_skip": True}
+    assert rec["ensemble"] == {"version": "ddcat-ensemble-1", "members": list(member_names()), "early_skip": True, "box": "project"}
+    assert rec["box"] == "project" and rec["norm"] == "linf"
     assert [m["name"] for m in rec["members"]] == list(member_names())
     # greedy over every attack of the evaluation: the members and the BIM sweep
     assert rec["greedy_pool"][: len(member_names())] == list(member_names()) and "bim-2" in rec["greedy_pool"]
@@ -215,3 +216,34 @@ def test_ensemble_mIoU_is_at_most_worst_s_sea_s_and_every_other_record_s(tiny):
             assert ens["mIoU"] <= member["mIoU"] + 1e-12, (other, member["name"])
     assert {"worst-2", "sea-2", "bim-2"} <= set(ens["greedy_pool"])
     assert any(n.startswith("sea-2/") for n in ens["greedy_pool"]) and any(n.startswith("worst-2/") for n in ens["greedy_pool"])
+
+
+MIN_NORM = {"dag", "dag-003", "pdpgd", "alma-prox"}
+
+
+def test_box_reaches_the_minimum_norm_members_and_the_record(tiny):
+    """``--box clip`` inside the ensemble: the minimum-norm members run as rse (clip the result), the
+    others are the same values; the record says it (top level and the ensemble's entry)."""
+    import dataclasses
+
+    from ddcat.errors import DdcatError
+    from ddcat.evaluation.settings import AttackPlan, attack_settings
+
+    clip = build_attack("ensemble", eps=EPS, steps=1, box="clip")
+    project = build_attack("ensemble", eps=EPS, steps=1)
+    assert clip.names == project.names and MIN_NORM <= set(clip.names)
+    for name, c, p in zip(clip.names, clip.members, project.members):
+        if name in MIN_NORM:
+            assert (c.box, p.box) == ("clip", "project") and dataclasses.replace(c, box="project") == p, name
+        else:
+            assert c == p, name
+    assert (clip.box, project.box) == ("clip", "project")
+    assert build_attack("ensemble", eps=0.5, steps=1, norm="l2", box="clip").box is None  # no L2 minimum-norm member
+    with pytest.raises(DdcatError, match="box must be one of clip, project, got 'wrap'"):
+        build_attack("ensemble", box="wrap")
+    model, dataset = tiny
+    plan = AttackPlan(("ensemble",), eps=(EPS,), iters=1, seed=0, min_norm_box="clip")
+    settings = attack_settings(plan, [("self", None)])
+    assert settings[1].attack == clip  # the plan's --box reaches build_ensemble
+    rec = evaluate(model, dataset, settings, NUM_CLASSES, torch.device("cpu"), batch_size=2, max_images=2, progress=False)[1]
+    assert rec["box"] == "clip" and rec["ensemble"]["box"] == "clip" and rec["steps"] == 1

@@ -132,14 +132,19 @@ def build_ensemble(
     precision: str = "fp32",
     early_skip: bool = True,
     norm: str = "linf",
+    box: str = "project",
 ) -> Ensemble:
     """The ensemble of every registry member (:func:`member_names`, in run order), each at the one
     budget ``steps`` (the iteration attacks' iterations, the step attacks' steps), ``eps``, and
     ``alpha`` for the attacks with a step size; ``seed``, ``restarts``, ``class_counts`` and
     ``precision`` reach the members that take them. ``norm="l2"``: the members that support L2
-    (registry ``norms``), each in its L2 version; the others are left out."""
+    (registry ``norms``), each in its L2 version; the others are left out. ``box`` reaches the
+    minimum-norm members (dag, dag-003, pdpgd, alma-prox: ``"project"`` keeps their iterates in the
+    eps-box, ``"clip"`` runs them as rse and clips the result; :mod:`ddcat.attacks.min_norm`)."""
     norm = check_norm(norm, "ensemble")
-    options = {"seed": seed, "restarts": restarts, "class_counts": class_counts, "precision": precision, "norm": norm}
+    box = check_box(box)
+    options = {"seed": seed, "restarts": restarts, "class_counts": class_counts, "precision": precision, "norm": norm,
+               "box": box}
     members, member_list = [], tuple(n for n in member_names() if norm in REGISTRY[n].norms)
     for name in member_list:
         e = REGISTRY[name]

@@ -206,6 +206,8 @@ def ensemble_record(
     version = getattr(attack, "version", None)
     if version is not None:
         record["ensemble"] = {"version": version, "members": list(acc.names), "early_skip": early}
+        if isinstance(getattr(attack, "box", None), str):  # how its minimum-norm members met eps
+            record["ensemble"]["box"] = attack.box
     return record
 
 
