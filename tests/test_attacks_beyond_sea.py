@@ -120,6 +120,7 @@ L2_ATTACKS = [
     lambda eps: SEA(eps, steps=4, norm="l2", spherical=True),
     lambda eps: PAdam(eps, steps=4, norm="l2"),
     lambda eps: build_attack("padam-cos", eps, steps=3, norm="l2"),
+    lambda eps: build_attack("ensemble", eps, steps=2, norm="l2", seed=1),  # every L2 member, per-image worst case
 ]
 
 
@@ -396,6 +397,29 @@ def test_eval_norm_l2_end_to_end(tmp_path, capsys, clean_run):
                  "--set", "eval.norm=l3", "--attack", "pgd", "--steps", "1"]) == 2
     err = capsys.readouterr().err
     assert "eval.norm" in err and "l3" in err and "Traceback" not in err
+
+
+def test_eval_norm_l2_ensemble_end_to_end(tmp_path, clean_run):
+    """``ddcat eval --norm l2 --attack ensemble --iters 2``: the L2 members only (the minimum-norm
+    attacks are L-inf), each at the one budget 2, the record's norm, and the ensemble's numbers no
+    higher than its members'."""
+    from ddcat.attacks.registry import REGISTRY, member_names
+    from ddcat.cli import main
+
+    out = tmp_path / "l2-ensemble"
+    argv = ["eval", "--no-progress", "--checkpoint", str(clean_run / "last.pt"), "--out", str(out), "--norm", "l2",
+            "--eps", "0.5", "--attack", "ensemble", "--iters", "2", "--set", "data.num_val=3"]
+    assert main(argv) == 0
+    clean, rec = json.loads((out / "metrics.json").read_text())["records"]
+    l2_members = [n for n in member_names() if "l2" in REGISTRY[n].norms]
+    assert {"dag", "pdpgd", "alma-prox"} & set(member_names()) and not {"dag", "pdpgd", "alma-prox"} & set(l2_members)
+    assert rec["attack"] == "ensemble" and rec["norm"] == "l2" and rec["eps"] == 0.5 and rec["steps"] == 2
+    assert rec["ensemble"]["members"] == l2_members == [m["name"] for m in rec["members"]] and "box" not in rec
+    assert rec["num_images"] == 3
+    for m in rec["members"]:
+        assert rec["aAcc"] <= m["aAcc"] + 1e-12 and rec["mIoU"] <= m["mIoU"] + 1e-12
+    assert rec["mIoU"] <= clean["mIoU"] + 1e-12
+    assert "ensemble" in (out / "table.txt").read_text() and "L2" in (out / "table.txt").read_text()
 
 
 def test_the_report_says_the_threat_model(tmp_path):

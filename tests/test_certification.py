@@ -375,6 +375,24 @@ def test_card_puts_each_models_numbers_under_its_threat_model():
     assert "| A | 0.800 | 0.400 | 0.100 | 0.600 | 0.300 |" in md and "lower bounds" in md
 
 
+def test_card_takes_the_strongest_attack_from_the_registry():
+    """The ensemble when present (its greedy mIoU is never above another attack's of its evaluation),
+    whatever the other records hold; without a ranked attack, the lowest attacked record."""
+    from ddcat.attacks.registry import strongest_first
+    from ddcat.reporting.card import card_rows, strongest
+
+    assert strongest_first() == ("ensemble", "sea", "worst", "apgd")
+    a = [_rec("clean", 0, 0.8), _rec("bim", 7, 0.4), _rec("sea", 300, 0.2), _rec("worst", 7, 0.25), _rec("ensemble", 300, 0.15)]
+    assert strongest(a)["attack"] == "ensemble"
+    columns, rows = card_rows([("A", a, [])])
+    assert columns[2] == "ensemble mIoU (Linf 0.03, 300 it.)" and rows == [("A", [0.8, 0.4, 0.15])]
+    unranked = [_rec("clean", 0, 0.8), _rec("bim", 7, 0.4), _rec("padam-ce", 200, 0.3), _rec("pgd", 10, 0.35)]
+    assert strongest(unranked)["attack"] == "padam-ce"
+    columns, _ = card_rows([("A", unranked, [])])
+    assert columns[2] == "padam-ce mIoU (Linf 0.03, 200 it.)"  # an iteration attack: its budget
+    assert strongest([_rec("clean", 0, 0.8)]) is None
+
+
 @pytest.mark.slow
 def test_experiment_trains_a_noise_run_certifies_it_and_reports_the_card(tmp_path, capsys):
     import yaml

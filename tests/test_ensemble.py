@@ -82,7 +82,8 @@ def test_ensemble_record_never_above_any_member_and_counts_winners(tiny):
     settings = [Setting(), Setting("bim", bim, 2, EPS, alpha=2 / 255), Setting("ensemble", ens, 2, EPS)]
     records = run_engine(model, dataset, settings, batch_size=3)  # two batches (3 + 1)
     clean, bim_rec, rec = records
-    assert rec["ensemble"] == {"version": "ddcat-ensemble-1", "members": list(member_names()), "early_skip": True}
+    assert rec["ensemble"] == {"version": "ddcat-ensemble-1", "members": list(member_names()), "early_skip": True, "box": "project"}
+    assert rec["box"] == "project" and rec["norm"] == "linf"
     assert [m["name"] for m in rec["members"]] == list(member_names())
     # greedy over every attack of the evaluation: the members and the BIM sweep
     assert rec["greedy_pool"][: len(member_names())] == list(member_names()) and "bim-2" in rec["greedy_pool"]
@@ -154,3 +155,95 @@ def test_ensemble_over_two_processes_equals_one_process(tmp_path, clean_run):
     assert e2["winners"] == e1["winners"] and e2["size_recall"] == e1["size_recall"]
     assert [m["skipped_images"] for m in e2["members"]] == [m["skipped_images"] for m in e1["members"]]
     assert "ensemble" in (tmp_path / "two" / "table.txt").read_text()
+
+
+def test_the_ensemble_greedy_starts_from_the_pooled_ensembles_selections():
+    """Hand-made per-image counts (tests/test_metrics.py's GREEDY_TRAP, labels image 0 = [1, 1, 0],
+    image 1 = [1, 0, 0]): a member-pool ensemble "sea" with members (a2, a1) and the whole-evaluation
+    "ensemble" with the one member a0. SEA's per-image aAcc worst case is a2 on both images (ties:
+    the earlier member), mIoU 0.325; its greedy search from a2 switches image 0 to a1: 0.25. From the
+    ensemble's best single candidate a0 (0.325) no single switch helps, so without SEA's selection as
+    a start its greedy mIoU would stay 0.325 > SEA's 0.25."""
+    from ddcat.evaluation.engine import EnsembleAccumulator, PerImage, ensemble_record, greedy_selections
+    from ddcat.metrics import greedy_miou_selection, miou_of_counts
+
+    labels = torch.tensor([[[1, 1, 0]], [[1, 0, 0]]])
+    preds = {"a0": [[1, 0, 1], [1, 0, 1]], "a1": [[0, 0, 0], [1, 0, 0]], "a2": [[1, 0, 1], [0, 0, 0]]}
+
+    def acc_of(name):
+        acc = PerImage(2, 2)
+        acc.counts = per_image_counts(torch.tensor(preds[name]).view(2, 1, 3), labels, 2)
+        return acc
+
+    sea = Setting("sea", build_attack("sea", eps=EPS, steps=1), 1, EPS)
+    ens = Setting("ensemble", build_attack("ensemble", eps=EPS, steps=1), 1, EPS)
+    ensembles = {}
+    for s, names in ((sea, ["a2", "a1"]), (ens, ["a0"])):
+        ensembles[s.key()] = EnsembleAccumulator(names, 2, 2)
+        ensembles[s.key()].members = [acc_of(n) for n in names]
+    per_image = {sea.key(): acc_of("a2"), ens.key(): acc_of("a0")}  # the per-image aAcc worst cases
+    settings = [Setting(), ens, sea]  # the ensemble listed first: the order of the selections is the engine's
+    per_image[Setting().key()] = acc_of("a1")
+    selections = greedy_selections(settings, per_image, ensembles)  # key -> (pool, choice)
+    labelled = torch.tensor([True, True])
+    sea_rec, ens_rec = (ensemble_record(s.attack, ensembles[s.key()], selections[s.key()][0], labelled, 0,
+                                        choice=selections[s.key()][1]) for s in (sea, ens))
+    assert sea_rec["mIoU"] == pytest.approx(0.25) and sea_rec["winners"]["mIoU"] == {"a2": 1, "a1": 1}
+    pool, choice = selections[ens.key()]
+    assert [n for n, _ in pool] == ["a0", "sea-1", "sea-1/a2", "sea-1/a1"]
+    assert [pool[i][0] for i in choice.tolist()] == ["sea-1/a1", "sea-1/a2"]
+    assert ens_rec["mIoU"] == pytest.approx(0.25) and ens_rec["mIoU"] <= sea_rec["mIoU"]
+    # the trap: the same pool searched from its best single candidate alone stays at 0.325
+    _, alone = greedy_miou_selection(torch.stack([p.counts for _, p in pool]), 10, 0)
+    assert alone == pytest.approx(0.325) and float(miou_of_counts(per_image[sea.key()].counts.sum(0))) == pytest.approx(0.325)
+
+
+def test_ensemble_mIoU_is_at_most_worst_s_sea_s_and_every_other_record_s(tiny):
+    """worst, SEA, the ensemble and the BIM sweep in one evaluation: the ensemble's (greedy) mIoU is
+    no higher than any other attacked record's, and its aAcc no higher than any of its members'."""
+    model, dataset = tiny
+    settings = [Setting()]
+    for name, steps in (("bim", 2), ("worst", 2), ("sea", 2), ("ensemble", 2)):
+        attack = build_attack(name, eps=EPS, alpha=2 / 255, steps=steps, seed=1)
+        settings.append(Setting(name, attack, steps, EPS, alpha=2 / 255 if name in ("bim", "worst") else None))
+    records = run_engine(model, dataset, settings, batch_size=2)
+    by_name = {r["attack"]: r for r in records}
+    ens = by_name["ensemble"]
+    for other in ("clean", "bim", "worst", "sea"):
+        assert ens["mIoU"] <= by_name[other]["mIoU"] + 1e-12, other
+    for other in ("worst", "sea"):  # and than each of their members'
+        for member in by_name[other]["members"]:
+            assert ens["mIoU"] <= member["mIoU"] + 1e-12, (other, member["name"])
+    assert {"worst-2", "sea-2", "bim-2"} <= set(ens["greedy_pool"])
+    assert any(n.startswith("sea-2/") for n in ens["greedy_pool"]) and any(n.startswith("worst-2/") for n in ens["greedy_pool"])
+
+
+MIN_NORM = {"dag", "dag-003", "pdpgd", "alma-prox"}
+
+
+def test_box_reaches_the_minimum_norm_members_and_the_record(tiny):
+    """``--box clip`` inside the ensemble: the minimum-norm members run as rse (clip the result), the
+    others are the same values; the record says it (top level and the ensemble's entry)."""
+    import dataclasses
+
+    from ddcat.errors import DdcatError
+    from ddcat.evaluation.settings import AttackPlan, attack_settings
+
+    clip = build_attack("ensemble", eps=EPS, steps=1, box="clip")
+    project = build_attack("ensemble", eps=EPS, steps=1)
+    assert clip.names == project.names and MIN_NORM <= set(clip.names)
+    for name, c, p in zip(clip.names, clip.members, project.members):
+        if name in MIN_NORM:
+            assert (c.box, p.box) == ("clip", "project") and dataclasses.replace(c, box="project") == p, name
+        else:
+            assert c == p, name
+    assert (clip.box, project.box) == ("clip", "project")
+    assert build_attack("ensemble", eps=0.5, steps=1, norm="l2", box="clip").box is None  # no L2 minimum-norm member
+    with pytest.raises(DdcatError, match="box must be one of clip, project, got 'wrap'"):
+        build_attack("ensemble", box="wrap")
+    model, dataset = tiny
+    plan = AttackPlan(("ensemble",), eps=(EPS,), iters=1, seed=0, min_norm_box="clip")
+    settings = attack_settings(plan, [("self", None)])
+    assert settings[1].attack == clip  # the plan's --box reaches build_ensemble
+    rec = evaluate(model, dataset, settings, NUM_CLASSES, torch.device("cpu"), batch_size=2, max_images=2, progress=False)[1]
+    assert rec["box"] == "clip" and rec["ensemble"]["box"] == "clip" and rec["steps"] == 1

@@ -150,3 +150,51 @@ def test_target_out_of_range_is_an_error():
         cm.update(t([0, 1]), t([0, 3]))
     with pytest.raises(ValueError, match="outside"):
         cm.update(t([0, 1]), t([0, -1]))
+
+
+# ----------------------------------------------------------------------------- greedy mIoU: its start
+
+# Two classes, two images of three labelled pixels, three attacks (rows ground truth, columns
+# prediction). Labels: image 0 = [1, 1, 0], image 1 = [1, 0, 0].
+#   attack 0: image 0 -> [1, 0, 1], image 1 -> [1, 0, 1]
+#   attack 1: image 0 -> [0, 0, 0], image 1 -> [1, 0, 0] (intact)
+#   attack 2: image 0 -> [1, 0, 1], image 1 -> [0, 0, 0]
+GREEDY_TRAP = t([
+    [[[0, 1], [1, 1]], [[1, 1], [0, 1]]],
+    [[[1, 0], [2, 0]], [[2, 0], [0, 1]]],
+    [[[0, 1], [1, 1]], [[2, 0], [1, 0]]],
+])
+
+
+def test_greedy_search_is_local_and_a_start_reaches_the_selection_it_misses():
+    """Hand-worked: attack 0 summed over the images is [[1, 2], [1, 2]]: TP (1, 2), gt (3, 3), pred
+    (2, 4): IoU 1/4 and 2/5, mIoU 0.325; attack 1: TP (3, 1), pred (5, 1): IoU 3/5, 1/3, mIoU 7/15; attack 2:
+    TP (2, 1), pred (4, 2): IoU 2/5, 1/4, mIoU 0.325. From attack 0 (the first lowest) no single image
+    switch lowers the mIoU ((1, 0): 0.325, (2, 0): 0.325, (0, 1): 0.5, (0, 2): 0.325), so the search
+    stops there; the selection (attack 1 on image 0, attack 2 on image 1) predicts class 0 everywhere:
+    TP (3, 0), gt (3, 3), pred (6, 0): IoU 1/2 and 0, mIoU 0.25. Given as a start it is kept."""
+    from ddcat.metrics import counts_of_confusions, greedy_miou_selection, miou_of_counts
+
+    counts = counts_of_confusions(GREEDY_TRAP)
+    assert miou_of_counts(counts.sum(1)).tolist() == pytest.approx([0.325, 7 / 15, 0.325])
+    for seed in range(4):  # any visiting order: no single switch helps
+        choice, value = greedy_miou_selection(counts, rounds=10, seed=seed)
+        assert choice.tolist() == [0, 0] and value == pytest.approx(0.325)
+        choice, value = greedy_miou_selection(counts, rounds=10, seed=seed, starts=[t([0, 0]), t([1, 2])])
+        assert choice.tolist() == [1, 2] and value == pytest.approx(0.25)
+    # the subset {2, 1} (as SEA over its own members) reaches 0.25 from its best single attack
+    sub, value = greedy_miou_selection(counts[[2, 1]], rounds=10, seed=0)
+    assert sub.tolist() == [1, 0] and value == pytest.approx(0.25)
+    # a start no lower than the best single attack does not replace it (ties: the single attack)
+    choice, value = greedy_miou_selection(counts, rounds=10, seed=0, starts=[t([2, 2])])
+    assert choice.tolist() == [0, 0] and value == pytest.approx(0.325)
+
+
+def test_greedy_start_is_checked():
+    from ddcat.errors import DdcatError
+    from ddcat.metrics import counts_of_confusions, greedy_miou_selection
+
+    counts = counts_of_confusions(GREEDY_TRAP)
+    for bad in (t([0, 3]), t([0]), t([-1, 0]), torch.tensor([0.0, 1.0]), torch.tensor([True, False])):
+        with pytest.raises(DdcatError, match="start 0 must be 2 attack indices in \\[0, 3\\)"):
+            greedy_miou_selection(counts, starts=[bad])

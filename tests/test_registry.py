@@ -55,7 +55,8 @@ def test_the_command_line_offers_exactly_the_registry_s_attacks():
     assert steps.default == "1-7"
     for name in ATTACK_NAMES:  # every name is accepted as an --attack
         plan = eval_plan(parser.parse_args(["eval", "--checkpoint", "x.pt", "--out", "o", "--attack", name]))
-        assert plan.attacks == (name,) and plan.iters == constants.ITERS and plan.steps == constants.SWEEP_STEPS
+        # no --iters: no budget forced on every attack (each keeps its own: test_each_attack_keeps_its_own_budget)
+        assert plan.attacks == (name,) and plan.iters is None and plan.steps == constants.SWEEP_STEPS
     with pytest.raises(DdcatError, match="valid: " + ", ".join(ATTACK_NAMES[:3])):
         eval_plan(parser.parse_args(["eval", "--checkpoint", "x.pt", "--out", "o", "--attack", "deepfool"]))
 
@@ -71,6 +72,37 @@ def test_every_entry_builds_and_declares_itself(e):
     assert name_of(attack) == e.name or e.cls in (Ensemble,) or e.name in ("worst", "sea")
     with pytest.raises(DdcatError, match="has no option 'bogus'"):
         build_attack(e.name, bogus=1)
+
+
+def _declared_steps(e) -> int:
+    """The ``steps`` default an entry's builder declares (its signature, not an instance)."""
+    import inspect
+
+    return inspect.signature(e.build or e.cls).parameters["steps"].default
+
+
+def test_each_attack_keeps_its_own_budget_without_iters_and_records_it():
+    """``ddcat eval --attack NAME`` without --iters runs the attack's own default budget (rse's 200 for
+    PAdam and DAG, 500 for PDPGD and ALMA-prox, 300 for APGD, SEA and Tsallis; the ensemble
+    constants.ITERS for every member) and the setting, hence the record, states it; --iters N sets
+    N for each."""
+    from ddcat.cli import build_parser, eval_plan
+    from ddcat.evaluation.settings import BUDGET_ATTACKS, attack_settings, default_iters
+
+    parser = build_parser()
+    expected = {"apgd": constants.ITERS, "sea": constants.ITERS, "tsallis": constants.ITERS, "ensemble": constants.ITERS,
+                "padam-ce": 200, "padam-cos": 200, "dag": 200, "dag-003": 200, "pdpgd": 500, "alma-prox": 500}
+    for name in BUDGET_ATTACKS:
+        e = registry.entry(name)
+        plan = eval_plan(parser.parse_args(["eval", "--checkpoint", "x.pt", "--out", "o", "--attack", name]))
+        (setting,) = attack_settings(plan, [("self", None)])[1:]
+        assert setting.steps == setting.attack.steps == default_iters(name) == _declared_steps(e), name
+        assert setting.steps == expected.get(name, constants.ITERS), name
+        if name == "ensemble":
+            assert {m.steps for m in setting.attack.members} == {constants.ITERS}  # one budget for every member
+        plan = eval_plan(parser.parse_args(["eval", "--checkpoint", "x.pt", "--out", "o", "--attack", name, "--iters", "7"]))
+        (setting,) = attack_settings(plan, [("self", None)])[1:]
+        assert plan.iters == 7 and setting.steps == setting.attack.steps == 7, name
 
 
 def test_attack_defaults_agree_with_the_documented_ones():
@@ -114,3 +146,16 @@ def test_ensemble_members_are_the_flagged_entries_in_run_order():
     sea = build_attack("sea", eps=0.02, steps=7, seed=3, class_counts=(1, 2, 3))
     assert set(sea.members) <= set(ens.members)
     assert ens.version == "ddcat-ensemble-1"
+
+
+def test_norm_and_box_choices_are_the_attack_layer_s():
+    from ddcat.attacks.min_norm import BOXES
+    from ddcat.attacks.norms import NORMS
+    from ddcat.cli import build_parser
+    from ddcat.config import CHOICES
+
+    parser = build_parser()
+    eval_parser = next(a for a in parser._subparsers._group_actions[0].choices.values() if a.prog.endswith("eval"))
+    choices = {o: a.choices for a in eval_parser._actions for o in a.option_strings}
+    assert tuple(choices["--norm"]) == NORMS == CHOICES["eval.norm"]
+    assert tuple(choices["--box"]) == BOXES

@@ -22,7 +22,7 @@ import os
 import sys
 from pathlib import Path
 
-from ddcat.constants import ALPHA, EPS, ITERS, SWEEP_STEPS
+from ddcat.constants import ALPHA, EPS, SWEEP_STEPS
 from ddcat.errors import DdcatError, Interrupted
 from ddcat.outdir import RUN_CHECKPOINTS, OutputFolder, check_writable_file, check_writable_folder, write_text
 
@@ -86,7 +86,7 @@ def eval_plan(args: argparse.Namespace):
         steps=tuple(parse_steps(args.steps)) if attacks else (),
         eps=tuple(dict.fromkeys(eps)),  # repeats once
         alpha=parse_fraction(args.alpha, "--alpha", positive=True) if args.alpha is not None else None,  # None: the norm's default
-        iters=args.iters if args.iters is not None else ITERS,
+        iters=args.iters,  # None: each attack's own default budget (evaluation.settings.default_iters)
         restarts=args.restarts,
         seed=args.seed,
         class_counts=counts,
@@ -273,8 +273,19 @@ def sweep_default() -> str:
     return f"{steps[0]}-{steps[-1]}" if contiguous else ",".join(map(str, steps))
 
 
+def iters_defaults() -> str:
+    """``--iters``'s default as help text: each iteration attack's own budget, from the registry
+    (e.g. ``300: apgd, ..., ensemble; 200: padam-ce, ...``)."""
+    from ddcat.attacks.registry import build_attack, names
+
+    groups: dict[int, list[str]] = {}
+    for name in names(budget="iters"):
+        groups.setdefault(int(build_attack(name).steps), []).append(name)
+    return "; ".join(f"{n}: {', '.join(group)}" for n, group in groups.items())
+
+
 def build_parser() -> argparse.ArgumentParser:
-    from ddcat.attacks.registry import ATTACK_NAMES, names
+    from ddcat.attacks.registry import ATTACK_NAMES, BOXES, NORMS, names
 
     parser = argparse.ArgumentParser(prog="ddcat", description="Adversarial training and robustness evaluation for semantic segmentation (DDC-AT).")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -306,14 +317,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--steps", default=sweep_default(),
                    help=f"step counts of {', '.join(names(budget='steps'))}, e.g. 1-7 or 3,7 (default {sweep_default()})")
     p.add_argument("--iters", type=int, default=None,
-                   help=f"iterations of {', '.join(names(budget='iters'))} (of each member of sea and ensemble; default {ITERS})")
+                   help=f"iteration budget of the iteration attacks (of each member of sea and ensemble); "
+                        f"default: each attack's own ({iters_defaults()})")
     p.add_argument("--eps", action="append", default=None, metavar="EPS",
                    help=f"radius (L-inf; per-image L2 with --norm l2), e.g. 0.03 or 4/255; repeat for several (default {EPS})")
     p.add_argument("--alpha", default=None, help=f"step size of the sweep attacks, e.g. 0.01 or 2/255 (default {ALPHA}; with --norm l2: eps/4)")
-    p.add_argument("--norm", default=None, choices=("linf", "l2"),
+    p.add_argument("--norm", default=None, choices=NORMS,
                    help="threat model of every attack: linf (default, or the config's eval.norm) or l2 (eps = L2 radius per image, e.g. 0.5)")
     p.add_argument("--restarts", type=int, default=1, help=f"random restarts of {', '.join(names(randomized=True))}")
-    p.add_argument("--box", choices=("project", "clip"), default="project",
+    p.add_argument("--box", choices=BOXES, default="project",
                    help="how dag, dag-003, pdpgd and alma-prox meet --eps: project (iterates kept in the eps-box; default) "
                         "or clip (as rse: run unconstrained, clip the result)")
     p.add_argument("--seed", type=int, default=None, help="seed of the randomized attacks (default: the checkpoint's seed)")

@@ -16,6 +16,7 @@ from typing import Any
 
 import yaml
 
+from ddcat.attacks.registry import NORMS
 from ddcat.attacks.registry import names as attack_names
 from ddcat.constants import ALPHA, EPS, FGSM_RS_STEP
 from ddcat.errors import DdcatError, show
@@ -151,7 +152,7 @@ CHOICES: dict[str, tuple[str, ...]] = {
     "eval.score_at": ("input", "base"),
     "eval.pad": ("zero", "mean"),
     "eval.average": ("logits", "softmax"),
-    "eval.norm": ("linf", "l2"),
+    "eval.norm": NORMS,  # the threat models (ddcat.attacks.norms)
     "model.output_stride": (8, 16, 32),
     "model.deep_sup_kernel": (1, 3),
 }

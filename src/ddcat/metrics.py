@@ -30,6 +30,8 @@ Per image (Halmosi et al., ECCV 2024; every record):
 
 from __future__ import annotations
 
+from typing import Sequence
+
 import torch
 
 from ddcat.constants import IGNORE_INDEX
@@ -129,29 +131,48 @@ def imagewise_miou(counts: torch.Tensor) -> float | None:
     return float(miou_of_counts(counts[has_pixels]).mean())
 
 
-def greedy_miou_selection(counts: torch.Tensor, rounds: int = 10, seed: int = 0) -> tuple[torch.Tensor, float]:
+def greedy_miou_selection(
+    counts: torch.Tensor, rounds: int = 10, seed: int = 0, starts: Sequence[torch.Tensor] | None = None
+) -> tuple[torch.Tensor, float]:
     """Dataset-level worst case for mIoU over ``A`` attacks (Croce, Singh & Hein, 2024).
 
     ``counts`` ``(A, N, 3, K)``: the class counts (:func:`per_image_counts`) of image ``n`` under
     attack ``a`` (from confusion matrices ``(A, N, K, K)``: :func:`counts_of_confusions`). Start
-    from the single attack with the lowest dataset mIoU (ties: the first), then in each round visit
+    from the lowest dataset mIoU among the single attacks and the per-image selections ``starts``
+    (each ``(N,)`` int, an attack index per image, e.g. another greedy search's result over a subset
+    of the attacks; ties: the first single attack, then the first start), then in each round visit
     the images in a random order (``torch.Generator`` seeded with ``seed``) and switch an image to
     the attack that lowers the dataset mIoU most, if it lowers it at all; stop after ``rounds``
     rounds or a round that changes nothing. Returns the attack chosen per image ``(N,)`` int64 and
-    the resulting mIoU, never higher than the best single attack's."""
+    the resulting mIoU, never higher than any single attack's or any start's (the search is local:
+    from the best single attack alone it can stop above a selection that another start reaches)."""
     conf = torch.as_tensor(counts).to(torch.int64).cpu()
     if conf.dim() != 4 or conf.shape[-2] != 3 or conf.shape[0] < 1:
         raise DdcatError(f"greedy_miou_selection takes class counts of shape (A, N, 3, K) with A >= 1, got {tuple(conf.shape)}")
     if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed < 2**63:
         raise DdcatError(f"seed must be an integer in [0, 2**63), got {seed!r}")
+    n = conf.shape[1]
+    rows = torch.arange(n)
+    begin = []
+    for i, start in enumerate(starts or ()):
+        start = torch.as_tensor(start).cpu()
+        bad = start.shape != (n,) or start.is_floating_point() or start.is_complex() or start.dtype == torch.bool
+        if bad or (n and (int(start.min()) < 0 or int(start.max()) >= conf.shape[0])):
+            raise DdcatError(f"greedy_miou_selection: start {i} must be {n} attack indices in [0, {conf.shape[0]}), "
+                             f"got shape {tuple(start.shape)} {start.dtype}")
+        begin.append(start.to(torch.int64))
     gen = torch.Generator().manual_seed(seed)
     totals = conf.sum(dim=1)  # (A, 3, K)
     single = miou_of_counts(totals)
     first = int(torch.argmin(single))  # argmin returns the first minimum
-    n = conf.shape[1]
     choice = torch.full((n,), first, dtype=torch.int64)
     total = totals[first].clone()
     current = float(single[first])
+    for start in begin:  # a start replaces the current one only when strictly lower
+        start_total = conf[start, rows].sum(0)
+        value = float(miou_of_counts(start_total))
+        if value < current:
+            choice, total, current = start.clone(), start_total, value
     for _ in range(int(rounds)):
         changed = False
         for i in torch.randperm(n, generator=gen).tolist():

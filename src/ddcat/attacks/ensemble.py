@@ -22,7 +22,9 @@ numbers count, for the skipped images, the kept result (records say how many ima
 skipped). The skip is judged on the model the attack runs on (white-box: the target) and is off
 when a caller passes its own ``forward`` (which may expect whole batches).
 
-Threat model: that of the members (L-inf, untargeted); ``eps`` is the largest member eps.
+Threat model: that of the members (untargeted; ``norm`` is theirs, L-inf or L2); ``eps`` is the
+largest member eps; ``box`` is the minimum-norm members' (``"project"`` or ``"clip"``, None
+without such a member).
 """
 
 from __future__ import annotations
@@ -198,6 +200,19 @@ class Ensemble(Attack):
     @property
     def steps(self) -> int:
         return max(a.steps for a in self.members)
+
+    @property
+    def norm(self) -> str:
+        """The members' threat model ("linf" or "l2"; members of one ensemble share it)."""
+        norms = {str(getattr(a, "norm", "linf")) for a in self.members}
+        return norms.pop() if len(norms) == 1 else "mixed"
+
+    @property
+    def box(self) -> str | None:
+        """How the minimum-norm members meet eps (their ``box``: "project" or "clip"; "mixed" if they
+        differ), None when no member has a box (records carry it)."""
+        boxes = {a.box for a in self.members if isinstance(getattr(a, "box", None), str)}
+        return None if not boxes else boxes.pop() if len(boxes) == 1 else "mixed"
 
     @property
     def needs_class_counts(self) -> bool:

@@ -12,7 +12,8 @@ BIM-style sweep; ``"iters"``: takes ``--iters``), ``randomized``, ``norms``; its
 dataclass defaults (``eps`` = :data:`ddcat.constants.EPS`, ...). The entry adds what is about the
 name: a label of its own (variants), ``member`` (the run order in ``--attack ensemble``; 0 = not a
 member: members are white-box, untargeted, and run at the ensemble's one budget), ``train``
-(allowed as the training attack, ``attack.name``) and a plot colour.
+(allowed as the training attack, ``attack.name``), ``strength`` (the reports' "strongest attack"
+preference, :func:`strongest_first`: higher first, 0 = not ranked) and a plot colour.
 
 Adding an attack (the recipe; docs/design.md repeats it):
 
@@ -41,7 +42,8 @@ from ddcat.attacks.dag import DAG
 from ddcat.attacks.ensemble import Ensemble
 from ddcat.attacks.fgsm_rs import RandomStartFGSM
 from ddcat.attacks.iterative import BIM, FGSM, PGD
-from ddcat.attacks.norms import check_norm
+from ddcat.attacks.min_norm import BOXES, check_box
+from ddcat.attacks.norms import NORMS, check_norm
 from ddcat.attacks.padam import PAdam
 from ddcat.attacks.pdpgd import PDPGD
 from ddcat.attacks.sea import SEA
@@ -62,6 +64,9 @@ __all__ = [
     "build_ensemble",
     "member_names",
     "name_of",
+    "strongest_first",
+    "NORMS",
+    "BOXES",
 ]
 
 BUDGETS = ("steps", "iters")
@@ -72,7 +77,8 @@ class Entry:
     """One attack name: ``cls`` (the class, which declares label, budget, randomness and norms),
     ``options`` fixed for this name (a variant), an own ``label`` (default: the class's),
     ``member`` (run order in the ensemble, 0 = not a member), ``train`` (may be the training
-    attack), ``colour`` (plots; None: a colour of the cycle) and ``build`` (a function with the
+    attack), ``strength`` (the reports' preference for "the strongest attack": higher first, 0 =
+    not ranked), ``colour`` (plots; None: a colour of the cycle) and ``build`` (a function with the
     keyword parameters of the attack; default ``cls``)."""
 
     name: str
@@ -81,6 +87,7 @@ class Entry:
     label: str = ""
     member: int = 0
     train: bool = False
+    strength: int = 0
     colour: str | None = None
     build: Callable[..., Attack] | None = None
 
@@ -125,14 +132,19 @@ def build_ensemble(
     precision: str = "fp32",
     early_skip: bool = True,
     norm: str = "linf",
+    box: str = "project",
 ) -> Ensemble:
     """The ensemble of every registry member (:func:`member_names`, in run order), each at the one
     budget ``steps`` (the iteration attacks' iterations, the step attacks' steps), ``eps``, and
     ``alpha`` for the attacks with a step size; ``seed``, ``restarts``, ``class_counts`` and
     ``precision`` reach the members that take them. ``norm="l2"``: the members that support L2
-    (registry ``norms``), each in its L2 version; the others are left out."""
+    (registry ``norms``), each in its L2 version; the others are left out. ``box`` reaches the
+    minimum-norm members (dag, dag-003, pdpgd, alma-prox: ``"project"`` keeps their iterates in the
+    eps-box, ``"clip"`` runs them as rse and clips the result; :mod:`ddcat.attacks.min_norm`)."""
     norm = check_norm(norm, "ensemble")
-    options = {"seed": seed, "restarts": restarts, "class_counts": class_counts, "precision": precision, "norm": norm}
+    box = check_box(box)
+    options = {"seed": seed, "restarts": restarts, "class_counts": class_counts, "precision": precision, "norm": norm,
+               "box": box}
     members, member_list = [], tuple(n for n in member_names() if norm in REGISTRY[n].norms)
     for name in member_list:
         e = REGISTRY[name]
@@ -155,8 +167,8 @@ ENTRIES: tuple[Entry, ...] = (
     Entry("cospgd", PGD, {"loss": "cospgd"}, "CosPGD", member=7, colour="#9467bd"),
     Entry("masked-ce", PGD, {"loss": "masked-ce"}, "masked-CE", member=8, colour="#8c564b"),
     Entry("js", PGD, {"loss": "js"}, "JS", member=9, colour="#e377c2"),
-    Entry("worst", WorstCase, label="worst", colour="#d62728", build=default_worst_case),
-    Entry("apgd", APGD, colour="#17becf"),
+    Entry("worst", WorstCase, label="worst", strength=2, colour="#d62728", build=default_worst_case),
+    Entry("apgd", APGD, strength=1, colour="#17becf"),
     Entry("apgd-ce", APGD, {"loss": "ce", "red_eps": True}, "APGD-CE", member=1, colour="#9edae5"),
     Entry("apgd-masked-ce", APGD, {"loss": "masked-ce", "red_eps": True}, "APGD-masked-CE", member=2, colour="#c49c94"),
     Entry("apgd-balanced-masked-ce", APGD, {"loss": "balanced-masked-ce", "red_eps": True}, "APGD-bal-masked-CE", member=3, colour="#f7b6d2"),
@@ -167,12 +179,12 @@ ENTRIES: tuple[Entry, ...] = (
           member=4, colour="#8c6d31"),
     Entry("padam-ce", PAdam, {"loss": "ce"}, "PAdam-CE", member=4, colour="#843c39"),
     Entry("padam-cos", PAdam, {"loss": "cosine"}, "PAdam-Cos", member=4, colour="#7b4173"),
-    Entry("sea", SEA, colour="#000000"),
+    Entry("sea", SEA, strength=3, colour="#000000"),
     Entry("dag", DAG, label="DAG-0.001", member=10, colour="#393b79"),
     Entry("dag-003", DAG, {"gamma": 0.003}, "DAG-0.003", member=11, colour="#5254a3"),
     Entry("pdpgd", PDPGD, member=12, colour="#637939"),
     Entry("alma-prox", ALMAProx, member=13, colour="#8c6d31"),
-    Entry("ensemble", Ensemble, colour="#7f7f7f", build=build_ensemble),
+    Entry("ensemble", Ensemble, strength=4, colour="#7f7f7f", build=build_ensemble),
 )
 
 #: Name -> entry, in the order of :data:`ENTRIES`.
@@ -213,6 +225,14 @@ def names(*, budget: str | None = None, randomized: bool | None = None, member: 
 def member_names() -> tuple[str, ...]:
     """The ensemble's members, in run order."""
     return names(member=True)
+
+
+def strongest_first() -> tuple[str, ...]:
+    """The attacks a report prefers as "the strongest attack" of a model, strongest first (the
+    entries' ``strength``): the ensemble (its greedy mIoU is never above any other attack's of the
+    same evaluation, eps and source), then SEA, the per-image worst case and APGD."""
+    ranked = sorted((e for e in ENTRIES if e.strength > 0), key=lambda e: -e.strength)
+    return tuple(e.name for e in ranked)
 
 
 def label_of(name: str) -> str:

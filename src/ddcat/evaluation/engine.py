@@ -17,8 +17,10 @@ per-image worst case for pixel accuracy (aAcc: per image the member with the few
 on the target, ties: the earlier member); the greedy dataset-level worst case for mIoU
 (:func:`ddcat.metrics.greedy_miou_selection`) over the members (``greedy_pool = "members"``: worst,
 SEA) or over every attack of the evaluation at the same eps and source, the BIM sweep, the single
-attacks and every ensemble's members included (``greedy_pool = "evaluation"``: ``ensemble``); which
-attack won each image; ``mIoU_imagewise``: per image the lowest image mIoU over that pool (exact,
+attacks and every ensemble's members included (``greedy_pool = "evaluation"``: ``ensemble``, whose
+search starts from the lowest of its candidates and of the pooled ensembles' own greedy selections,
+so that its mIoU is never above any attacked setting's of the same eps and source:
+:func:`greedy_selections`); which attack won each image; ``mIoU_imagewise``: per image the lowest image mIoU over that pool (exact,
 image-wise mIoU decomposes per image); ``size_recall``: that of the per-image worst case.
 """
 
@@ -155,11 +157,14 @@ class EnsembleAccumulator:
 
 
 def ensemble_record(
-    attack: Attack, acc: EnsembleAccumulator, pool: list[tuple[str, PerImage]], labelled: torch.Tensor, seed: int
+    attack: Attack, acc: EnsembleAccumulator, pool: list[tuple[str, PerImage]], labelled: torch.Tensor, seed: int,
+    choice: torch.Tensor | None = None,
 ) -> dict[str, Any]:
     """What an ensemble setting reports (module docstring): ``pool`` = the (name, per-image counts)
     the greedy mIoU selection chooses from, the members first; ``labelled`` ``(N,)`` bool: the
-    images with a labelled pixel."""
+    images with a labelled pixel; ``choice`` ``(N,)``: the greedy selection (an index into ``pool``
+    per image; None: :func:`~ddcat.metrics.greedy_miou_selection` over ``pool`` from its best single
+    entry, with ``seed``)."""
     members = acc.members
     n = members[0].counts.shape[0]
     rows = torch.arange(n)
@@ -169,7 +174,8 @@ def ensemble_record(
     per_image_sizes = torch.stack([m.sizes for m in members])[worst, rows]
     per_image = metrics_from_counts(per_image_counts_.sum(0))
     pool_counts = torch.stack([p.counts for _, p in pool])  # (P, N, 3, K)
-    choice, _ = greedy_miou_selection(pool_counts, GREEDY_ROUNDS, seed)
+    if choice is None:
+        choice, _ = greedy_miou_selection(pool_counts, GREEDY_ROUNDS, seed)
     greedy = metrics_from_counts(pool_counts[choice, rows].sum(0))
     image_miou = miou_of_counts(pool_counts)  # (P, N)
     lowest = image_miou[:, labelled].min(0).values if bool(labelled.any()) else None
@@ -200,6 +206,8 @@ def ensemble_record(
     version = getattr(attack, "version", None)
     if version is not None:
         record["ensemble"] = {"version": version, "members": list(acc.names), "early_skip": early}
+        if isinstance(getattr(attack, "box", None), str):  # how its minimum-norm members met eps
+            record["ensemble"]["box"] = attack.box
     return record
 
 
@@ -298,6 +306,7 @@ def evaluate(
             f"the evaluation saw {int(count.item())} images and no labelled pixel (every label is {IGNORE_INDEX} = ignore, or "
             "no image was read): its metrics would be meaningless; check the data and eval.max_images"
         )
+    selections = greedy_selections(settings, per_image, ensembles)
     records = []
     for s in settings:
         acc = per_image[s.key()]
@@ -313,7 +322,8 @@ def evaluate(
         }
         if s.key() in ensembles:
             labelled = acc.counts[:, 1].sum(-1) > 0
-            record.update(ensemble_record(s.attack, ensembles[s.key()], _pool(s, settings, per_image, ensembles), labelled, _seed(s.attack)))
+            pool, choice = selections[s.key()]
+            record.update(ensemble_record(s.attack, ensembles[s.key()], pool, labelled, _seed(s.attack), choice))
         record["num_images"] = int(count.item())
         records.append(record)
     return records
@@ -328,19 +338,57 @@ def _seed(attack: Attack) -> int:
     return int(getattr(attack, "seed", 0) or getattr(attack.members[0], "seed", 0) or 0)
 
 
-def _pool(s: Setting, settings: list[Setting], per_image: dict[tuple, PerImage],
-          ensembles: dict[tuple, EnsembleAccumulator]) -> list[tuple[str, PerImage]]:
-    """What the greedy mIoU selection of ensemble setting ``s`` chooses from: its members, and with
-    ``greedy_pool == "evaluation"`` every other attacked setting at the same eps and source (each
-    ensemble's result and its members included)."""
+def greedy_selections(settings: list[Setting], per_image: dict[tuple, PerImage], ensembles: dict[tuple, EnsembleAccumulator]
+                      ) -> dict[tuple, tuple[list[tuple[str, PerImage]], torch.Tensor]]:
+    """Every ensemble setting's greedy mIoU selection: key -> (its pool, the pool index chosen per image).
+
+    The ensembles that pool their members (worst, SEA) come first; an ensemble that pools the whole
+    evaluation (``ensemble``) then starts its search from the lowest of its single candidates and
+    of the selections already made for the ensembles it pools (mapped onto its own pool, where
+    their members are), so its mIoU is never above any attacked setting's of the same eps and
+    source: a single attack is a candidate, and an ensemble's reported mIoU is its selection's.
+    (Among several whole-evaluation ensembles of one eps and source, each later one starts from
+    the earlier ones' selections.)"""
+    done: dict[tuple, tuple[list[tuple[str, PerImage]], torch.Tensor]] = {}
+    for s in sorted((s for s in settings if s.key() in ensembles), key=_order):
+        pool, starts = _pool(s, settings, per_image, ensembles, done)
+        counts = torch.stack([p.counts for _, p in pool])
+        choice, _ = greedy_miou_selection(counts, GREEDY_ROUNDS, _seed(s.attack), starts=starts)
+        done[s.key()] = (pool, choice)
+    return done
+
+
+def _pool(s: Setting, settings: list[Setting], per_image: dict[tuple, PerImage], ensembles: dict[tuple, EnsembleAccumulator],
+          done: dict[tuple, tuple[list[tuple[str, PerImage]], torch.Tensor]] | None = None
+          ) -> tuple[list[tuple[str, PerImage]], list[torch.Tensor]]:
+    """What the greedy mIoU selection of ensemble setting ``s`` chooses from and where it may start:
+    its members, and with ``greedy_pool == "evaluation"`` every other attacked setting at the same
+    eps and source (each ensemble's result and its members included); the starts are the
+    selections in ``done`` of the pooled ensembles, as indices into this pool (an entry of theirs
+    that this pool lacks joins it, named ``NAME-STEPS/...``)."""
     own = ensembles[s.key()]
     pool = list(zip(own.names, own.members))
     if getattr(s.attack, "greedy_pool", "members") != "evaluation":
-        return pool
+        return pool, []
+    pooled = []
     for t in settings:
         if t.attack is None or t.key() == s.key() or t.eps != s.eps or t.source != s.source:
             continue
         pool.append((f"{t.attack_name}-{t.steps}", per_image[t.key()]))
         if t.key() in ensembles:
             pool += [(f"{t.attack_name}-{t.steps}/{name}", m) for name, m in zip(ensembles[t.key()].names, ensembles[t.key()].members)]
-    return pool
+            pooled.append(t)
+    starts = []
+    for t in pooled:
+        if done is None or t.key() not in done:
+            continue
+        their_pool, their_choice = done[t.key()]
+        index = {id(acc): i for i, (_, acc) in reversed(list(enumerate(pool)))}  # the first entry of each object
+        mapping = []
+        for name, acc in their_pool:
+            if id(acc) not in index:
+                index[id(acc)] = len(pool)
+                pool.append((name if "/" in name else f"{t.attack_name}-{t.steps}/{name}", acc))
+            mapping.append(index[id(acc)])
+        starts.append(torch.tensor(mapping, dtype=torch.int64)[their_choice])
+    return pool, starts

@@ -20,9 +20,8 @@ from typing import Sequence
 from torch import nn
 
 from ddcat.attacks import NORMS, build_attack, registry
-from ddcat.attacks.norms import check_norm
-from ddcat.attacks import build_attack, registry
 from ddcat.attacks.min_norm import BOXES
+from ddcat.attacks.norms import check_norm
 from ddcat.config import DEFAULTS
 from ddcat.constants import ITERS
 from ddcat.errors import DdcatError
@@ -43,7 +42,11 @@ class AttackPlan:
     """The attacks to evaluate a model under, as plain values (no argparse, no config).
 
     ``steps`` are the step counts of the sweep attacks (``STEP_ATTACKS``; 0 is skipped), ``iters``
-    the budget of APGD and of each SEA member; one setting per (attack, steps or iters, eps).
+    the iteration budget of every attack of ``BUDGET_ATTACKS`` (of each member of SEA and of the
+    ensemble); ``iters=None``: each keeps its own default (:func:`default_iters`: APGD, SEA and
+    Tsallis 300, PAdam and DAG 200, PDPGD and ALMA-prox 500, the ensemble
+    :data:`ddcat.constants.ITERS` as its one budget); the records state the budget used. One
+    setting per (attack, steps or iters, eps).
     ``restarts`` and ``seed`` reach the randomized attacks (``seed=None``: the caller's default,
     e.g. the run's seed). ``class_counts``: pixels per class of the training split, for SEA's
     balanced masked CE (``None``: the caller computes them from the dataset). ``norm``: the threat
@@ -55,7 +58,7 @@ class AttackPlan:
     steps: tuple[int, ...] = ()
     eps: tuple[float, ...] = (DEFAULTS["attack"]["eps"],)
     alpha: float | None = DEFAULTS["attack"]["alpha"]
-    iters: int = DEFAULT_ITERS
+    iters: int | None = None
     restarts: int = 1
     seed: int | None = None
     class_counts: tuple[int, ...] | None = None
@@ -68,7 +71,7 @@ class AttackPlan:
                 raise DdcatError(f"unknown --attack '{name}'; valid: {', '.join(EVAL_ATTACKS)}")
         if not self.eps:
             raise DdcatError("an evaluation needs at least one eps")
-        if self.iters < 1:
+        if self.iters is not None and (isinstance(self.iters, bool) or not isinstance(self.iters, int) or self.iters < 1):
             raise DdcatError(f"--iters must be at least 1, got {self.iters}")
         if self.restarts < 1:
             raise DdcatError(f"--restarts must be at least 1, got {self.restarts}")
@@ -87,8 +90,15 @@ class AttackPlan:
 
     @property
     def needs_budget(self) -> bool:
-        """Whether ``iters`` matters (an attack of ``BUDGET_ATTACKS`` is planned)."""
+        """Whether an iteration budget matters (an attack of ``BUDGET_ATTACKS`` is planned)."""
         return any(a in BUDGET_ATTACKS for a in self.attacks)
+
+
+def default_iters(name: str) -> int:
+    """The iteration budget attack ``name`` (of ``BUDGET_ATTACKS``) runs when ``--iters`` is not
+    given: its class's (or builder's) default, e.g. ``padam-ce`` 200, ``pdpgd`` 500, ``ensemble``
+    :data:`ddcat.constants.ITERS`."""
+    return int(build_attack(name).steps)
 
 
 def sweep_alpha(alpha: float | None, norm: str, eps: float) -> float:
@@ -108,7 +118,7 @@ def attack_settings(plan: AttackPlan, sources: Sequence[tuple[str, nn.Module | N
     norm = plan.norm or "linf"
     settings = [Setting()]
     for name in plan.attacks:
-        counts = [plan.iters] if name in BUDGET_ATTACKS else [n for n in plan.steps if n != 0]
+        counts = [plan.iters] if name in BUDGET_ATTACKS else [n for n in plan.steps if n != 0]  # iters None: the attack's default
         for n in counts:
             for eps in plan.eps:
                 options: dict = {"seed": seed, "norm": norm}
@@ -121,6 +131,7 @@ def attack_settings(plan: AttackPlan, sources: Sequence[tuple[str, nn.Module | N
                     options["box"] = plan.min_norm_box
                 alpha = sweep_alpha(plan.alpha, norm, eps)
                 attack = build_attack(name, eps=eps, alpha=alpha, steps=n, **options)
+                budget = int(attack.steps) if name in BUDGET_ATTACKS else n  # the budget it runs (recorded)
                 for source, model in sources:
-                    settings.append(Setting(name, attack, n, eps, source, model, alpha=None if name in BUDGET_ATTACKS else alpha, norm=norm))
+                    settings.append(Setting(name, attack, budget, eps, source, model, alpha=None if name in BUDGET_ATTACKS else alpha, norm=norm))
     return settings

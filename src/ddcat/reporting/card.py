@@ -2,7 +2,9 @@
 
 The card (issue 18 §3) is a function of plain records, so ``ddcat demo`` / ``ddcat experiment``
 and ``ddcat report`` can all call it: per model, clean mIoU, BIM-7 mIoU, the strongest attack's
-mIoU (L-inf, eps: SEA, else the per-image worst case, else APGD, else the lowest attacked record), the certified pixel accuracy and abstain rate at radius R (L2, sigma, tau).
+mIoU (L-inf, eps: the first of the registry's :func:`~ddcat.attacks.registry.strongest_first`
+present, i.e. the ensemble, else SEA, else the per-image worst case, else APGD; else the lowest
+attacked record), the certified pixel accuracy and abstain rate at radius R (L2, sigma, tau).
 Empirical columns are upper bounds on robustness (an attack found no worse image); certified ones
 are lower bounds (with probability >= 1 - alpha per image)."""
 
@@ -10,11 +12,9 @@ from __future__ import annotations
 
 from typing import Any, Sequence
 
+from ddcat.attacks import registry
 from ddcat.reporting.summary import arch_name, method_name
 from ddcat.reporting.tables import markdown_table, text_table
-
-#: The attacks ``strongest`` prefers, strongest first (the demo's per-image worst cases and SEA).
-STRONG_ORDER = ("sea", "worst", "apgd")
 
 
 def certify_table(records: Sequence[dict[str, Any]], model: str) -> str:
@@ -36,9 +36,11 @@ def _find(records: Sequence[dict[str, Any]], attack: str, steps: int | None = No
 
 
 def strongest(records: Sequence[dict[str, Any]]) -> dict[str, Any] | None:
-    """The record of the strongest white-box attack among ``records``: SEA, else the per-image worst
-    case, else APGD, else the attacked record with the lowest mIoU (None without attacks)."""
-    for name in STRONG_ORDER:
+    """The record of the strongest white-box attack among ``records``: the first attack of the
+    registry's :func:`~ddcat.attacks.registry.strongest_first` present (the ensemble, else SEA, else
+    the per-image worst case, else APGD; its lowest-mIoU record), else the attacked record with the
+    lowest mIoU (None without attacks)."""
+    for name in registry.strongest_first():
         found = [r for r in records if r.get("attack") == name and r.get("source", "self") == "self"]
         if found:
             return min(found, key=lambda r: r["mIoU"])
@@ -57,7 +59,8 @@ def card_rows(models: Sequence[tuple[str, Sequence[dict[str, Any]], Sequence[dic
     columns = ["clean mIoU"]
     columns.append(f"BIM-{bim_steps} mIoU (Linf {eps['eps']:.4g})" if eps else f"BIM-{bim_steps} mIoU")
     if strong is not None:
-        budget = f", {strong['steps']} it." if strong.get("attack") in ("sea", "apgd") else ""
+        iters = registry.canonical(strong.get("attack")) in registry.names(budget="iters")
+        budget = f", {strong['steps']} it." if iters else ""
         columns.append(f"{strong['attack']} mIoU (Linf {strong['eps']:.4g}{budget})")
     cert_keys = sorted({(r["sigma"], r["tau"]) for r in certs})
     for sigma, tau in cert_keys:
