@@ -584,6 +584,15 @@ def test_experiment_trains_a_noise_run_certifies_it_and_reports_the_card(tmp_pat
 
     caches = sorted(Path(noise_run["dir"]).glob("eval/certify-*.json"))
     assert len(caches) == 1 and json.loads(caches[0].read_text())["key"]["certify_version"] == CERTIFY_VERSION
+    # ddcat report over the run folders finds the certification caches and prints the same card
+    assert cli_main(["report", str(out / "runs"), "--out", str(tmp_path / "rep")]) == 0
+
+    def card(text: str) -> str:
+        text = text[text.index("## Report card"):]
+        return text[:text.index("\n## ", 4)]
+
+    # (the experiment lists its certifications in the file's order, the report in the grid's)
+    assert sorted(card((tmp_path / "rep" / "report.md").read_text()).splitlines()) == sorted(card(report).splitlines())
     # a rerun reuses the certification
     assert cli_main(["experiment", str(path), "--out", str(out), "--no-progress"]) == 0
     assert json.loads((out / "results.json").read_text())["certifications"] == certs
