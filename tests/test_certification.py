@@ -501,6 +501,18 @@ def test_noise_sigma_is_checked_once_in_the_config():
     assert load_config(None, ["train.noise_sigma=0.25", "train.method=sat"])["train"]["noise_sigma"] == 0.25
 
 
+def test_sat_on_adversarial_images_only_refuses_noise(tmp_path, capsys):
+    # adv_fraction 1: no clean share, so the noise (on the clean share) would silently be no noise
+    with pytest.raises(DdcatError, match=r"'train.noise_sigma' \(0.25\).*'train.adv_fraction' \(1.0\)"):
+        load_config(None, ["train.noise_sigma=0.25", "train.method=sat", "train.adv_fraction=1.0"])
+    assert load_config(None, ["train.noise_sigma=0", "train.method=sat", "train.adv_fraction=1.0"])["train"]["adv_fraction"] == 1.0
+    assert load_config(None, ["train.noise_sigma=0.25", "train.method=clean", "train.adv_fraction=1.0"])["train"]["noise_sigma"] == 0.25
+    out = tmp_path / "run"
+    assert cli_main(["train", "--method", "sat", "--set", "train.adv_fraction=1", "--set", "train.noise_sigma=0.25", "--out", str(out)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "train.noise_sigma" in err[0] and "train.adv_fraction" in err[0] and not out.exists()
+
+
 def test_a_noise_run_resumes_bit_exactly(tmp_path):
     """4 iterations in one go equal 2 + a resume from the iteration-2 checkpoint (the noise is drawn
     from the training RNG, reseeded per (seed, iteration, shard))."""
