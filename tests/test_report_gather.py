@@ -200,3 +200,13 @@ def test_a_strong_evaluation_keeps_the_bim_record_at_the_other_attacks_steps(tmp
     results, _ = gather_results([tmp_path])
     strong = next(e for e in results["evaluations"] if e["kind"] == "strong")
     assert [(r["attack"], r["steps"]) for r in strong["records"]] == [("clean", 0), ("bim", 7), ("pgd", 7), ("sea", 300)]
+
+
+def test_a_noise_trained_model_is_not_pooled_with_the_plain_one(tmp_path):
+    write_eval(tmp_path / "plain" / "e", "clean", 0, [rec("clean", 0.7), rec("bim", 0.2, 7)])
+    write_eval(tmp_path / "noise" / "e", "clean", 0, [rec("clean", 0.6), rec("bim", 0.3, 7)])
+    data = json.loads((tmp_path / "noise" / "e" / "metrics.json").read_text())
+    data["config"]["train"]["noise_sigma"] = 0.25
+    (tmp_path / "noise" / "e" / "metrics.json").write_text(json.dumps(data))
+    results, problems = gather_results([tmp_path])
+    assert problems == [] and sorted(e["arch"] for e in results["evaluations"]) == ["pspnet", "pspnet-noise0.25"]

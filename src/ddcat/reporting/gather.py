@@ -64,8 +64,12 @@ def _identity(cfg: Any, where: Path) -> dict[str, Any] | str:
     train, model, data = cfg.get("train") or {}, cfg.get("model") or {}, cfg.get("data") or {}
     if not train.get("method"):
         return f"{where}: its config names no train.method"
-    arch = model.get("arch") if not model.get("factory") else str(model["factory"])
-    return {"dataset": data.get("name", "?"), "arch": arch or "?", "method": train["method"], "seed": cfg.get("seed", 0)}
+    arch = (model.get("arch") if not model.get("factory") else str(model["factory"])) or "?"
+    # a model trained with Gaussian noise (a base model for smoothing) is another model than the
+    # plain one of the same arch and method: its own label (an experiment's run label wins)
+    sigma = train.get("noise_sigma") or 0
+    label = f"{arch}-noise{sigma:g}" if isinstance(sigma, (int, float)) and sigma > 0 else arch
+    return {"dataset": data.get("name", "?"), "arch": arch, "label": label, "method": train["method"], "seed": cfg.get("seed", 0)}
 
 
 def _split_metrics(records: list[dict[str, Any]], named: str | None = None) -> list[tuple[str, list[dict[str, Any]]]]:
@@ -167,7 +171,7 @@ def gather_results(paths: Iterable[Path]) -> tuple[dict[str, Any], list[str]]:
             problems.append(ident)
             continue
         timing = _read_json(folder / "timing.json") if (folder / "timing.json").is_file() else {}
-        ident["label"] = timing.get("label") or ident["arch"]
+        ident["label"] = timing.get("label") or ident["label"]
         key = _resolved(folder)
         idents[key] = ident
         by_name.setdefault(folder.name, []).append(key)
@@ -197,7 +201,7 @@ def gather_results(paths: Iterable[Path]) -> tuple[dict[str, Any], list[str]]:
             problems.append(ident)
             return None
         run_id = _model_key(data, f, by_name)
-        ident["label"] = idents.get(run_id, {}).get("label") or ident["arch"]
+        ident["label"] = idents.get(run_id, {}).get("label") or ident["label"]
         return run_id, ident, data
 
     for f in metrics:
