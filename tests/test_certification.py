@@ -26,13 +26,23 @@ from ddcat.cli import main as cli_main
 from ddcat.distributed import DistContext
 from ddcat.errors import DdcatError
 
-scipy_stats = pytest.importorskip("scipy.stats")
-multitest = pytest.importorskip("statsmodels.stats.multitest")
+
+
+# SciPy and statsmodels are the independent references of the statistics tests (test-only
+# dependencies): a test that needs one takes it as a fixture and only that test skips without it.
+@pytest.fixture
+def scipy_stats():
+    return pytest.importorskip("scipy.stats")
+
+
+@pytest.fixture
+def multitest():
+    return pytest.importorskip("statsmodels.stats.multitest")
 
 
 # ----------------------------------------------------------------------------- the statistics
 @pytest.mark.parametrize("n, tau", [(1, 0.75), (10, 0.6), (100, 0.75), (1000, 0.99), (100_000, 0.9)])
-def test_binomial_pvalues_equal_scipy(n, tau):
+def test_binomial_pvalues_equal_scipy(n, tau, scipy_stats):
     counts = torch.unique(torch.cat([torch.arange(0, min(n, 50) + 1), torch.linspace(0, n, 200).long(), torch.tensor([n - 1, n]).clamp(min=0)]))
     ours = binomial_pvalues(counts, n, tau).numpy()
     ref = scipy_stats.binom.sf(counts.numpy() - 1, n, tau)
@@ -60,7 +70,7 @@ def test_holm_and_bonferroni_hand_worked():
 
 @pytest.mark.parametrize("seed", range(6))
 @pytest.mark.parametrize("method", ["holm", "bonferroni"])
-def test_corrections_equal_statsmodels(seed, method):
+def test_corrections_equal_statsmodels(seed, method, multitest):
     g = torch.Generator().manual_seed(seed)
     m = [1, 7, 50, 400, 1000, 3000][seed]
     p = torch.rand(m, generator=g, dtype=torch.float64) ** 4  # many small p-values
@@ -72,7 +82,7 @@ def test_corrections_equal_statsmodels(seed, method):
     assert 0 < int(ours.sum()) < m or m < 10  # the case is not trivial
 
 
-def test_radius_and_minimum_samples():
+def test_radius_and_minimum_samples(scipy_stats):
     assert certified_radius(0.25, 0.75) == pytest.approx(0.25 * scipy_stats.norm.ppf(0.75), rel=1e-12)
     assert certified_radius(0.5, 0.99) == pytest.approx(0.5 * scipy_stats.norm.ppf(0.99), rel=1e-12)
     for tau, alpha, pixels in [(0.75, 1e-3, 4096), (0.75, 1e-3, 1024), (0.9, 1e-4, 10**6), (0.6, 0.05, 1)]:
@@ -144,7 +154,7 @@ def halves(size=8, images=2):
     return Images(torch.full((images, 3, size, size), 0.5), labels)
 
 
-def test_a_constant_model_certifies_every_pixel_at_the_radius():
+def test_a_constant_model_certifies_every_pixel_at_the_radius(scipy_stats):
     data = halves()
     plan = CertifyPlan(sigma=0.5, n0=3, n=100, alpha=0.01, taus=(0.75, 0.9))
     records = certify(Constant(torch.zeros(8, 8, dtype=torch.long), 2), data, plan, 2, seed=0)
@@ -218,6 +228,159 @@ def test_ranks_certify_disjoint_images_with_the_same_noise(monkeypatch):
     assert sorted(shards[0] + shards[1], key=lambda im: im["index"]) == whole
 
 
+# A model whose per-pixel class probability is known: class 1 where red + noise exceeds a per-pixel
+# threshold t_i, so on a 0.5-grey image P(class 1 at i) = Phi((0.5 - t_i) / sigma).
+class Ramp(nn.Module):
+    def __init__(self, thresholds: torch.Tensor):
+        super().__init__()
+        self.t = thresholds
+
+    def forward(self, x):
+        r = x[:, 0] - self.t
+        return torch.stack([torch.zeros_like(r), r], dim=1)
+
+
+def _independent_certificate(model, image, labels, index, seed, sigma, n0, n, tau, alpha, method, scipy_stats, multitest):
+    """SegCertify for one image recomputed from scratch: the noise of sample j of phase p drawn from
+    a generator seeded by sample_seed(seed, index, p, j) (the documented scheme), counts in NumPy,
+    p-values by SciPy, the correction by statsmodels. Returns (certified map with -1 = abstain, counts)."""
+    import numpy as np
+
+    def counts(phase, m):
+        out = np.zeros((2, *image.shape[-2:]), dtype=np.int64)
+        for j in range(m):
+            gen = torch.Generator().manual_seed(sample_seed(seed, index, phase, j))
+            pred = model((image + sigma * torch.randn(image.shape, generator=gen))[None]).argmax(1)[0].numpy()
+            for c in range(2):
+                out[c] += pred == c
+        return out
+
+    selected = counts(0, n0).argmax(0)  # the n0 selection samples pick the class (ties: the lowest)
+    count = np.take_along_axis(counts(1, n), selected[None], 0)[0]  # the n estimation samples count it
+    valid = labels.numpy() != 255
+    pvalues = scipy_stats.binom.sf(count[valid] - 1, n, tau)
+    rejected, *_ = multitest.multipletests(pvalues, alpha=alpha, method=method)
+    certified = np.full(selected.shape, -1)
+    certified[valid] = np.where(rejected, selected[valid], -1)
+    return certified, count
+
+
+@pytest.mark.parametrize("method", ["holm", "bonferroni"])
+def test_a_partial_certification_equals_an_independent_computation(method, scipy_stats, multitest):
+    import numpy as np
+
+    sigma, n0, n, tau, alpha, seed = 0.25, 20, 200, 0.75, 0.05, 7
+    p1 = torch.linspace(0.03, 0.995, 64).reshape(8, 8)  # P(class 1) per pixel, many near tau
+    p1 = p1[:, torch.randperm(8, generator=torch.Generator().manual_seed(0))]
+    model = Ramp(0.5 - sigma * torch.tensor(scipy_stats.norm.ppf(p1.numpy()), dtype=torch.float32))
+    labels = (p1 > 0.5).long().repeat(2, 1, 1)
+    labels[0, :2] = 255  # ignored pixels are not tested
+    labels[1, 3, ::2] = 1 - labels[1, 3, ::2]  # some wrong labels
+    data = Images(torch.full((2, 3, 8, 8), 0.5), labels)
+    plan = CertifyPlan(sigma=sigma, n0=n0, n=n, alpha=alpha, taus=(tau,), correction=method, batch_size=9, seed=seed)
+    records = certify(model, data, plan, 2, seed=0)
+    from ddcat.certification.smoothing import binomial_log_sf_table
+
+    for i in range(2):
+        ref, ref_count = _independent_certificate(model, data.images[i], labels[i], i, seed, sigma, n0, n, tau, alpha, method, scipy_stats, multitest)
+        valid = labels[i].numpy() != 255
+        assert 0 < (ref[valid] == -1).sum() < valid.sum()  # partial: some pixels certified, some abstain
+        cert = certify_module.certify_image(model, data.images[i], labels[i], i, plan, seed, 2)
+        assert cert.count.numpy().tolist() == ref_count.tolist()
+        assert cert.certified(binomial_log_sf_table(n, tau), alpha, method).numpy().tolist() == ref.tolist()
+        im = records[0]["images"][i]
+        correct = ((ref == labels[i].numpy()) & valid).sum()
+        assert im["certified_pixel_accuracy"] == pytest.approx(correct / valid.sum(), abs=1e-12)
+        assert im["abstain_rate"] == pytest.approx((ref[valid] == -1).sum() / valid.sum(), abs=1e-12)
+    assert 0 < records[0]["abstain_rate"] < 1
+
+
+class Phases(nn.Module):
+    """Sample k (in the order the samples reach the model): class 1 everywhere for the first n0,
+    then class 1 for the next m and class 0 for the rest."""
+
+    def __init__(self, n0: int, m: int):
+        super().__init__()
+        self.n0, self.m, self.k = n0, m, 0
+
+    def forward(self, x):
+        out = torch.zeros(x.shape[0], 2, *x.shape[-2:])
+        for b in range(x.shape[0]):
+            one = self.k < self.n0 or self.k - self.n0 < self.m
+            out[b, 1 if one else 0] = 1.0
+            self.k += 1
+        return out
+
+
+def test_the_class_comes_from_the_selection_samples_and_the_count_from_the_estimation_samples():
+    # selection (5 samples): class 1; estimation (60): class 1 in 20, class 0 in 40. The class is
+    # 1 (not the estimation's majority 0), its count 20 (not 25: no selection sample is counted)
+    plan = CertifyPlan(sigma=0.1, n0=5, n=60, alpha=0.05, batch_size=7)
+    cert = certify_module.certify_image(Phases(5, 20), torch.rand(3, 4, 4), torch.zeros(4, 4, dtype=torch.long), 0, plan, 0, 2)
+    assert cert.selected.unique().tolist() == [1] and cert.count.unique().tolist() == [20]
+    assert cert.smoothed.unique().tolist() == [0]  # the smoothed prediction: the estimation's majority
+
+
+def _hand_steps(tau, alpha, pixels):
+    """The smallest n with tau^n <= alpha / pixels, by counting up."""
+    n = 1
+    while tau**n > alpha / pixels:
+        n += 1
+    return n
+
+
+def test_the_sample_check_uses_the_largest_labelled_family_of_the_dataset(monkeypatch):
+    # 8 x 8 images (64 pixels) with 4, 10 and 6 labelled pixels: the family of the Holm / Bonferroni
+    # correction is 10 pixels at most, so n for 10 suffices although it does not for 64 (H x W)
+    labels = torch.full((3, 8, 8), 255)
+    for i, k in enumerate((4, 10, 6)):
+        labels[i].view(-1)[:k] = 0
+    data = Images(torch.full((3, 3, 8, 8), 0.5), labels)
+    tau, alpha = 0.75, 0.01
+    need = _hand_steps(tau, alpha, 10)
+    assert need < _hand_steps(tau, alpha, 64) and _hand_steps(tau, alpha, 4) < need  # the case separates the three
+    model = Recorder()
+    with pytest.raises(DdcatError, match=f"10 labelled pixels.*use --n {need} or more"):
+        certify(model, data, CertifyPlan(n0=2, n=need - 1, alpha=alpha, taus=(tau,)), 2, seed=0)
+    assert model.seen == []  # said before any sampling
+    records = certify(model, data, CertifyPlan(n0=2, n=need, alpha=alpha, taus=(tau,)), 2, seed=0)
+    assert records[0]["certified_pixel_accuracy"] == 1.0  # the constant model: every labelled pixel certified
+    # under torchrun the CLI's flag is --num-samples (torchrun's parser takes --n as its own)
+    monkeypatch.setenv("TORCHELASTIC_RUN_ID", "test")
+    with pytest.raises(DdcatError, match=f"use --num-samples {need} or more"):
+        certify(model, data, CertifyPlan(n0=2, n=need - 1, alpha=alpha, taus=(tau,)), 2, seed=0)
+
+
+class Coded(nn.Module):
+    """Predicts class round(5 * green) (4 classes); where blue > 0.5 the red channel against 0.5
+    decides between classes 1 and 0 (a coin flip on a 0.5 red: such a pixel abstains)."""
+
+    def forward(self, x):
+        logits = nn.functional.one_hot((x[:, 1] * 5).round().clamp(0, 3).long(), 4).permute(0, 3, 1, 2).float() * 10
+        flip = torch.zeros_like(logits)
+        flip[:, 1] = (x[:, 0] - 0.5) * 100
+        return torch.where((x[:, 2] > 0.5)[:, None], flip, logits)
+
+
+def test_per_image_certified_miou_by_hand():
+    # image 0 (1 x 6): labels 0 0 1 1 2 ignore, certified prediction 0 1 1 abstain 2 (0);
+    # class 0: TP 1, union 2 + 1 - 1 = 2 -> 1/2; class 1: TP 1, union 2 + 2 - 1 = 3 -> 1/3;
+    # class 2: 1; class 3 absent from labels and predictions: left out -> (1/2 + 1/3 + 1) / 3 = 11/18.
+    # image 1: all class 3, all right -> 1. image 2: no labelled pixel -> None.
+    images = torch.zeros(3, 3, 1, 6)
+    images[:, 0] = 0.5
+    images[0, 1] = torch.tensor([0, 0.2, 0.2, 0, 0.4, 0])
+    images[0, 2, 0, 3] = 1.0
+    images[1:, 1] = 0.6
+    labels = torch.tensor([[[0, 0, 1, 1, 2, 255]], [[3] * 6], [[255] * 6]])
+    r = certify(Coded(), Images(images, labels), CertifyPlan(sigma=0.01, n0=4, n=100, alpha=0.01, taus=(0.75,)), 4, seed=0)[0]
+    im = r["images"]
+    assert im[0]["certified_mIoU"] == pytest.approx(11 / 18) and im[1]["certified_mIoU"] == 1.0 and im[2]["certified_mIoU"] is None
+    assert im[0]["certified_pixel_accuracy"] == pytest.approx(3 / 5) and im[0]["abstain_rate"] == pytest.approx(1 / 5)
+    # the dataset's: class 3 counts there (IoU 1): (1/2 + 1/3 + 1 + 1) / 4
+    assert r["certified_mIoU"] == pytest.approx(17 / 24)
+
+
 def test_plan_checks_name_the_flag():
     for kwargs, needle in [
         ({"sigma": 0.0}, "--sigma"), ({"sigma": math.inf}, "--sigma"), ({"n0": 0}, "--n0"), ({"n": 0}, "--n"),
@@ -267,6 +430,16 @@ def test_ddcat_certify_bad_input_is_one_line(clean_run, tmp_path, capsys, flags,
     assert cli_main(["certify", "--checkpoint", str(clean_run / "last.pt"), *flags, "--out", str(out), "--no-progress"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith("ddcat: error:") and needle in err[0]
+    assert not out.exists()
+
+
+def test_ddcat_certify_under_torchrun_names_num_samples(clean_run, tmp_path, capsys, monkeypatch):
+    monkeypatch.setenv("TORCHELASTIC_RUN_ID", "none")  # what torchrun's agent sets in every process it starts
+    out = tmp_path / "cert"
+    args = ["certify", "--checkpoint", str(clean_run / "last.pt"), "--num-samples", "20", "--alpha", "0.001", "--out", str(out), "--no-progress"]
+    assert cli_main(args) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "--num-samples 20 cannot certify" in err[0] and "use --num-samples 49 or more" in err[0] and "--n " not in err[0]
     assert not out.exists()
 
 
@@ -326,6 +499,18 @@ def test_noise_sigma_is_checked_once_in_the_config():
     with pytest.raises(DdcatError, match="clean and sat only"):
         load_config(None, ["train.noise_sigma=0.25", "train.method=ddcat"])
     assert load_config(None, ["train.noise_sigma=0.25", "train.method=sat"])["train"]["noise_sigma"] == 0.25
+
+
+def test_sat_on_adversarial_images_only_refuses_noise(tmp_path, capsys):
+    # adv_fraction 1: no clean share, so the noise (on the clean share) would silently be no noise
+    with pytest.raises(DdcatError, match=r"'train.noise_sigma' \(0.25\).*'train.adv_fraction' \(1.0\)"):
+        load_config(None, ["train.noise_sigma=0.25", "train.method=sat", "train.adv_fraction=1.0"])
+    assert load_config(None, ["train.noise_sigma=0", "train.method=sat", "train.adv_fraction=1.0"])["train"]["adv_fraction"] == 1.0
+    assert load_config(None, ["train.noise_sigma=0.25", "train.method=clean", "train.adv_fraction=1.0"])["train"]["noise_sigma"] == 0.25
+    out = tmp_path / "run"
+    assert cli_main(["train", "--method", "sat", "--set", "train.adv_fraction=1", "--set", "train.noise_sigma=0.25", "--out", str(out)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "train.noise_sigma" in err[0] and "train.adv_fraction" in err[0] and not out.exists()
 
 
 def test_a_noise_run_resumes_bit_exactly(tmp_path):
@@ -424,6 +609,20 @@ def test_experiment_trains_a_noise_run_certifies_it_and_reports_the_card(tmp_pat
     assert all(c["records"][0]["num_images"] == 2 and c["records"][0]["n"] == 60 for c in certs)
     report = (out / "report.md").read_text()
     assert "## Report card" in report and "pspnet-noise No Defense (seed 0)" in report and "Report card" in printed
+    # the result cache's key carries the certification's version: a change to it is never served a stale cache
+    from ddcat.certification import CERTIFY_VERSION
+
+    caches = sorted(Path(noise_run["dir"]).glob("eval/certify-*.json"))
+    assert len(caches) == 1 and json.loads(caches[0].read_text())["key"]["certify_version"] == CERTIFY_VERSION
+    # ddcat report over the run folders finds the certification caches and prints the same card
+    assert cli_main(["report", str(out / "runs"), "--out", str(tmp_path / "rep")]) == 0
+
+    def card(text: str) -> str:
+        text = text[text.index("## Report card"):]
+        return text[:text.index("\n## ", 4)]
+
+    # (the experiment lists its certifications in the file's order, the report in the grid's)
+    assert sorted(card((tmp_path / "rep" / "report.md").read_text()).splitlines()) == sorted(card(report).splitlines())
     # a rerun reuses the certification
     assert cli_main(["experiment", str(path), "--out", str(out), "--no-progress"]) == 0
     assert json.loads((out / "results.json").read_text())["certifications"] == certs

@@ -518,6 +518,9 @@ def validate(cfg: dict[str, Any]) -> None:
                 raise DdcatError(f"config key 'model.{key}' applies to model.factory models only; set model.factory too")
     if t["noise_sigma"] > 0 and t["method"] not in ("clean", "sat"):
         raise DdcatError(f"config key 'train.noise_sigma' ({t['noise_sigma']}) applies to --method clean and sat only, not {t['method']}")
+    if t["noise_sigma"] > 0 and t["method"] == "sat" and t["adv_fraction"] >= 1.0:
+        raise DdcatError(f"config key 'train.noise_sigma' ({t['noise_sigma']}) noises SAT's clean share, and 'train.adv_fraction' "
+                         f"({t['adv_fraction']}) leaves no clean image: no noise would be added; lower train.adv_fraction or set noise_sigma 0")
     if d["scale_min"] > d["scale_max"]:
         raise DdcatError(f"config key 'data.scale_min' ({d['scale_min']}) must not exceed 'data.scale_max' ({d['scale_max']})")
     if t["method"] != "clean" and t["adv_fraction"] > 0:

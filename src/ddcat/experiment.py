@@ -131,7 +131,7 @@ def run_experiment(spec: dict[str, Any], out: Path, device: str | None = None, p
     certifications = []
     for i, run in enumerate(to_certify, 1):
         say(f"[certify {i}/{len(to_certify)}] {run.label} {run.method} seed {run.seed}")
-        key = {"run": run.id, **{k: v for k, v in ev["certify"].items() if k not in ("runs", "seeds")}}
+        key = {"run": run.id, "certify_version": plan.version, **{k: v for k, v in ev["certify"].items() if k not in ("runs", "seeds")}}
         records = _cached(out / "runs" / run.id, "certify", key,
                           lambda: certify_model(models[run.id], run.cfg, plan, "val", ctx, progress, "certify", seed=run.seed))
         certifications.append(_evaluation(run, "certify", records))

@@ -4,11 +4,12 @@ Vechev, ICML 2021): the statistics (:mod:`~ddcat.certification.smoothing`), the 
 A layer beside evaluation: it imports the ground floor, data, models, checkpoint and evaluation's
 model loading; it returns records, and the reporting layer formats them."""
 
-from ddcat.certification.certify import CertifyPlan, certify_dataset, sample_seed
+from ddcat.certification.certify import CERTIFY_VERSION, CertifyPlan, certify_dataset, sample_seed
 from ddcat.certification.run import CertifyResult, certify_checkpoint, certify_model
 from ddcat.certification.smoothing import binomial_pvalues, certified_radius, holm_reject, bonferroni_reject, min_samples
 
 __all__ = [
+    "CERTIFY_VERSION",
     "CertifyPlan",
     "CertifyResult",
     "binomial_pvalues",

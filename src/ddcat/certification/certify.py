@@ -27,9 +27,10 @@ guarantee is per record, not jointly over the records).
 from __future__ import annotations
 
 import math
+import os
 import time
 from dataclasses import dataclass, field
-from typing import Any, Iterator
+from typing import Any, ClassVar, Iterator
 
 import torch
 from torch import nn
@@ -44,6 +45,16 @@ from ddcat.evaluation.inference import evaluation_inputs
 THREAT_MODEL = "L2 ball of radius R = sigma * Phi^-1(tau) around the [0, 1] image; holds with probability >= 1 - alpha per image"
 ABSTAIN = -1
 _M64 = (1 << 64) - 1
+#: The version of what a certification computes (noise, statistics, record fields): part of the
+#: result cache key of ``ddcat experiment``, so that a change here is never served a stale cache.
+CERTIFY_VERSION = 2
+
+
+def _under_torchrun() -> bool:
+    """True in a process torchrun started (its elastic agent sets TORCHELASTIC_RUN_ID, every rank
+    LOCAL_RANK): there the CLI's ``--n`` must be written ``--num-samples`` (torchrun's own parser
+    takes ``--n`` for an abbreviation of its options)."""
+    return "TORCHELASTIC_RUN_ID" in os.environ or "LOCAL_RANK" in os.environ
 
 
 @dataclass(frozen=True)
@@ -66,9 +77,14 @@ class CertifyPlan:
     max_images: int = 0
 
     prefix: str = field(default="--", compare=False)  # how errors name a value: --n0 (the CLI) or evaluation.certify.n0
+    version: ClassVar[int] = CERTIFY_VERSION
 
     def name(self, key: str) -> str:
-        return f"--{key.replace('_', '-')}" if self.prefix == "--" else f"{self.prefix}{key}"
+        if self.prefix != "--":
+            return f"{self.prefix}{key}"
+        if key == "n" and _under_torchrun():
+            return "--num-samples"
+        return f"--{key.replace('_', '-')}"
 
     def __post_init__(self) -> None:
         if not (math.isfinite(self.sigma) and self.sigma > 0):
@@ -95,14 +111,15 @@ class CertifyPlan:
 
     def check_samples(self, pixels: int, where: str) -> None:
         """A DdcatError when some tau cannot certify a single pixel of an image of ``pixels``
-        tested pixels at this n and alpha (said before any sampling), naming the smallest n."""
+        tested (labelled) pixels at this n and alpha (said before any sampling), naming the
+        smallest n. The more pixels, the larger that n: give the largest family of the dataset."""
         needed = {tau: min_samples(tau, self.alpha, pixels) for tau in self.taus}
         short = {tau: m for tau, m in needed.items() if self.n < m}
         if short:
             tau, m = max(short.items(), key=lambda kv: kv[1])
             raise DdcatError(
                 f"{self.name('n')} {self.n} cannot certify any pixel at {self.name('alpha')} {self.alpha:g} and {self.name('tau')} {tau:g} "
-                f"over {where} ({pixels} pixels; tau^n must be <= alpha / pixels): use {self.name('n')} {m} or more"
+                f"over {where} ({pixels} labelled pixels; tau^n must be <= alpha / pixels): use {self.name('n')} {m} or more"
             )
 
 
@@ -219,6 +236,27 @@ def _images(dataset, rank: int, world: int, max_images: int) -> Iterator[tuple[i
         yield index, image, label
 
 
+def _check_family(model: nn.Module, dataset, plan: CertifyPlan, ctx: DistContext) -> None:
+    """Before any sampling: the Holm / Bonferroni family of an image is its labelled pixels
+    (label != 255), so n must suffice for the image with the most of them. One pass over the
+    labels (each rank its own images, the largest count shared exactly), the same on every rank."""
+    world = max(ctx.world, 1)
+    mine = torch.zeros(world, 3, dtype=torch.int64)  # row r: rank r's (largest count, H, W)
+    for _, image, label in _images(dataset, ctx.rank, world, plan.max_images):
+        image, label = evaluation_inputs(model, image.unsqueeze(0), label.unsqueeze(0))
+        count = int((label != IGNORE_INDEX).sum())
+        if count > int(mine[ctx.rank, 0]):
+            mine[ctx.rank] = torch.tensor([count, label.shape[-2], label.shape[-1]])
+    all_reduce_sum(mine, ctx)
+    count, h, w = (int(v) for v in mine[int(mine[:, 0].argmax())])
+    if count == 0:
+        raise DdcatError(
+            f"the certification's images have no labelled pixel (every label is {IGNORE_INDEX} = ignore): "
+            "its numbers would be meaningless; check the data and --max-images"
+        )
+    plan.check_samples(count, f"the image with the most labelled pixels ({h} x {w})")
+
+
 def certify_dataset(
     model: nn.Module,
     dataset,
@@ -234,7 +272,8 @@ def certify_dataset(
     ``model``: an inference path in eval mode returning (B, K, H, W) logits for [0, 1] images;
     ``seed``: the noise seed when ``plan.seed`` is None. With several processes each rank takes
     every world-th image and the counts are summed exactly. Raises a DdcatError before sampling
-    when n is too small for the first image's pixel count (:meth:`CertifyPlan.check_samples`)."""
+    when n is too small for the largest family of tested pixels, the most labelled pixels of any
+    image (:meth:`CertifyPlan.check_samples`), or when no image has a labelled pixel."""
     ctx = ctx or DistContext()
     device = ctx.device
     seed = plan.seed if plan.seed is not None else seed
@@ -242,15 +281,14 @@ def certify_dataset(
     total = len(dataset) if not plan.max_images else min(plan.max_images, len(dataset))
     if total == 0:
         raise DdcatError("the certification has no image to certify (empty split or --max-images)")
-    first, first_label = dataset[0]
-    first, first_label = evaluation_inputs(model, first.unsqueeze(0), first_label.unsqueeze(0))
-    plan.check_samples(int(first_label.numel()), f"an image of {first.shape[-2]} x {first.shape[-1]}")
+    _check_family(model, dataset, plan, ctx)
     tables = {tau: binomial_log_sf_table(plan.n, tau) for tau in plan.taus}
     confusions = {tau: torch.zeros(num_classes, num_classes + 1, dtype=torch.int64) for tau in plan.taus}
     smoothed = torch.zeros(num_classes, num_classes + 1, dtype=torch.int64)
     # per image: rows 0..T-1 the certified correct pixels per tau, row -2 the smoothed correct ones, row -1 the labelled ones
     per_image = torch.zeros(len(plan.taus) + 2, total, dtype=torch.int64)
     abstained = torch.zeros(len(plan.taus), total, dtype=torch.int64)
+    image_miou = torch.zeros(len(plan.taus), total, dtype=torch.float64)  # NaN: an image without labelled pixels
     seen = torch.zeros(total, dtype=torch.int64)
     tic = time.perf_counter()
     bar = tqdm(total=total, desc=desc, disable=not (progress and ctx.is_main), dynamic_ncols=True, leave=False)
@@ -267,10 +305,11 @@ def certify_dataset(
             confusions[tau] += c
             per_image[t, index] = int(c[:, :num_classes].diag().sum())
             abstained[t, index] = int(c[:, num_classes].sum())
+            image_miou[t, index] = certified_metrics(c)["certified_mIoU"] if int(c.sum()) else math.nan
         bar.update(ctx.world)
     bar.close()
     seconds = time.perf_counter() - tic
-    for tensor in (smoothed, per_image, abstained, seen, *confusions.values()):
+    for tensor in (smoothed, per_image, abstained, image_miou, seen, *confusions.values()):
         all_reduce_sum(tensor, ctx)
     if int(smoothed.sum()) == 0:
         raise DdcatError(
@@ -304,6 +343,7 @@ def certify_dataset(
                     "num_pixels": int(per_image[-1, i]),
                     "certified_pixel_accuracy": float(per_image[t, i] / pixels[i]),
                     "abstain_rate": float(abstained[t, i] / pixels[i]),
+                    "certified_mIoU": None if math.isnan(float(image_miou[t, i])) else float(image_miou[t, i]),
                     "smoothed_pixel_accuracy": float(per_image[-2, i] / pixels[i]),
                 }
                 for i in range(total) if seen[i]

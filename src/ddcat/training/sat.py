@@ -2,7 +2,8 @@
 
 The batch keeps its first floor(m (1 - f)) images clean and replaces the rest by their
 adversarial versions (f = ``adv_fraction``, 0.5 in the paper). Only the images that enter
-the batch as adversarial are attacked.
+the batch as adversarial are attacked. ``noise_sigma`` noises the clean share only, so the
+configuration refuses it with f = 1 (no clean share: it would add no noise).
 """
 
 from __future__ import annotations
