@@ -51,8 +51,15 @@ def barrier(ctx: DistContext) -> None:
 
 
 def all_reduce_sum(tensor: torch.Tensor, ctx: DistContext) -> torch.Tensor:
+    """Sum ``tensor`` over the ranks, in place (also returned). NCCL reduces only CUDA tensors: a CPU
+    tensor (the evaluation's and certification's counts) travels to this rank's GPU and back."""
     if ctx.enabled:
-        dist.all_reduce(tensor, op=dist.ReduceOp.SUM)
+        if ctx.device.type == "cuda" and tensor.device.type != "cuda":
+            on_gpu = tensor.to(ctx.device)
+            dist.all_reduce(on_gpu, op=dist.ReduceOp.SUM)
+            tensor.copy_(on_gpu.cpu())
+        else:
+            dist.all_reduce(tensor, op=dist.ReduceOp.SUM)
     return tensor
 
 
