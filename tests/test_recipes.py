@@ -165,6 +165,50 @@ def test_replay_schedule():
     assert [(t, b) for t, b in replayed(iter(["a", "b"]), 0, 2, 1)] == [(0, "a"), (1, "b")]
 
 
+@pytest.mark.parametrize("poison", ["inf", "one-inf", "nan"])
+def test_free_keeps_delta_when_the_perturbation_gradient_is_not_finite(poison):
+    """train.amp: fp16 can give an inf / NaN gradient (the GradScaler then skips the optimiser step):
+    the replay leaves delta as it was. Without the check, sign(+-inf) = +-1 takes a step of eps on a
+    meaningless gradient (the inf cases fail without it); sign(NaN) is 0 in torch 2.13 on the CPU, so
+    the NaN case pins the behaviour rather than catching a regression there. Simulated on the
+    CPU by a hook that poisons the gradient reaching delta in the real backward, with infinities
+    pointing away from the kept delta so that a step would move it; the replay after it steps
+    again from the kept delta."""
+    eps = 0.05
+    model = Pixelwise().train()
+    method = FreeAdversarialTraining(None, eps=eps, replays=4, adv_fraction=0.5, deep_sup_weight=0.4)
+    images, labels = batch(0)
+    method.loss(model, model, images, labels)[0].backward()
+    kept = method.state_dict()["delta"].clone()
+    assert torch.isfinite(kept).all() and float(kept.abs().max()) == pytest.approx(eps)
+    away = torch.where(kept > 0, -float("inf"), float("inf"))  # a step on it moves every coordinate by eps
+
+    def poisoned(grad):
+        if poison == "inf":
+            return away
+        if poison == "nan":
+            return torch.full_like(grad, float("nan"))
+        grad = grad.clone()  # one infinite coordinate among finite ones: the whole step is skipped
+        grad[0, 1, 2, 3] = away[0, 1, 2, 3]
+        return grad
+
+    loss, _ = method.loss(model, model, images, labels)
+    assert torch.equal(method._pending.detach(), kept)
+    method._pending.register_hook(poisoned)
+    loss.backward()
+    assert not torch.isfinite(method._pending.grad).all()
+    if poison != "nan":  # what the update would have been
+        assert not torch.equal(free_update(kept, method._pending.grad, eps), kept)
+    after = method.state_dict()["delta"]
+    assert torch.isfinite(after).all() and torch.equal(after, kept)
+    # the next replay takes its step from the kept delta (Alg. 1 line 11 with a finite gradient)
+    loss, _ = method.loss(model, model, images, labels)
+    loss.backward()
+    grad = method._pending.grad.clone()
+    assert torch.isfinite(grad).all()
+    assert torch.equal(method.state_dict()["delta"], (kept + eps * grad.sign()).clamp(-eps, eps))
+
+
 def test_free_refuses_gradient_accumulation(tmp_path):
     with pytest.raises(DdcatError, match="train.accum_steps=1"):
         train(tiny_cfg("free", "train.accum_steps=2", "train.iters=1"), tmp_path / "run", progress=False)
