@@ -366,6 +366,70 @@ def test_pir_at_starts_from_the_robust_checkpoints_trunk(tmp_path):
     assert not all(torch.equal(fresh[k], robust[k]) for k in trunk)
 
 
+def _imagenet_resnet18(seed):
+    """A torchvision-named ResNet-18 (width 8) state dict with random values, and an ImageNet fc."""
+    from ddcat.models.resnet import ResNet
+
+    g = torch.Generator().manual_seed(seed)
+    state = {k: (torch.randn(v.shape, generator=g) + (2.0 if k.endswith("running_var") else 0.0)) if v.is_floating_point()
+             else torch.full_like(v, 7) for k, v in ResNet("resnet18", width=8).state_dict().items()}
+    state["fc.weight"], state["fc.bias"] = torch.randn(1000, 64, generator=g), torch.randn(1000, generator=g)
+    return state
+
+
+def _published_files(tmp_path):
+    """The same trunk in the layouts of the published robust ImageNet files: the robustness
+    library's ({"model": AttackerModel state, "epoch", "optimizer"}, DataParallel's module. prefix,
+    the attacker's own copy of the network given OTHER values here so that taking it would show)
+    and RobustBench's (normalize_model: model.* and normalize.*)."""
+    trunk, other = _imagenet_resnet18(11), _imagenet_resnet18(12)
+    mean, std = torch.tensor([0.485, 0.456, 0.406]), torch.tensor([0.229, 0.224, 0.225])
+    robustness = {"module.normalizer.new_mean": mean[:, None, None], "module.normalizer.new_std": std[:, None, None],
+                  **{f"module.model.{k}": v for k, v in trunk.items()},
+                  "module.attacker.normalize.new_mean": mean[:, None, None], "module.attacker.normalize.new_std": std[:, None, None],
+                  **{f"module.attacker.model.{k}": v for k, v in other.items()}}
+    robustbench = {"normalize.mean": mean.view(1, 3, 1, 1), "normalize.std": std.view(1, 3, 1, 1),
+                   **{f"model.{k}": v for k, v in trunk.items()}}
+    files = {"robustness.pt": {"model": robustness, "epoch": 90, "optimizer": {"state": {}, "param_groups": [{"lr": 0.1}]}},
+             "robustness_state_dict.pt": {"state_dict": robustness, "epoch": 90},
+             "robustbench.pt": robustbench,
+             "robustbench_dataparallel.pt": {f"module.{k}": v for k, v in robustbench.items()}}
+    for name, content in files.items():
+        torch.save(content, tmp_path / name)
+    return trunk, list(files)
+
+
+def test_pir_at_starts_from_a_published_robust_imagenet_file(tmp_path):
+    """model.pretrained naming a robustness-library or RobustBench ResNet file: the new model's trunk
+    is the file's network (not its attacker's copy), its fc and normalisers are not loaded."""
+    from ddcat.checkpoint import build_from_spec, initial_weights, spec_from_config
+
+    trunk, names = _published_files(tmp_path)
+    for name in names:
+        cfg = tiny_cfg("sat", "train.adv_fraction=1.0", f"model.pretrained={tmp_path / name}")
+        model = build_from_spec(spec_from_config(cfg, ddc=False), pretrained=initial_weights(cfg))
+        own = model.backbone.state_dict()
+        assert set(own) == set(trunk) - {"fc.weight", "fc.bias"}, name
+        assert all(torch.equal(v, trunk[k]) for k, v in own.items()), name
+
+
+def test_a_file_in_no_known_layout_is_a_one_line_error_naming_the_key(tmp_path):
+    trunk = _imagenet_resnet18(11)
+    cases = {
+        "encoder.pt": ({f"encoder.{k}": v for k, v in trunk.items()}, "encoder.conv1.weight"),
+        "timm_head.pt": ({**{f"model.{k}": v for k, v in trunk.items()}, "model.head.weight": torch.zeros(3)}, "model.head.weight"),
+        "stray.pt": ({"model": {**{f"module.model.{k}": v for k, v in trunk.items()}, "module.teacher.w": torch.zeros(1)}}, "module.teacher.w"),
+        "mixed.pt": ({"conv1.weight": trunk["conv1.weight"], **{f"model.{k}": v for k, v in trunk.items()}}, "conv1.weight"),
+    }
+    for name, (content, key) in cases.items():
+        torch.save(content, tmp_path / name)
+        with pytest.raises(DdcatError) as info:
+            build_model("pspnet", "resnet18", K, width=8, pretrained=str(tmp_path / name))
+        message = str(info.value)
+        assert str(tmp_path / name) in message and f"key '{key}' is in none of the known layouts" in message, message
+        assert "\n" not in message
+
+
 # ----------------------------------------------------------------------------- the recipes experiment
 
 
