@@ -261,6 +261,25 @@ def test_free_on_a_user_model_resumes_exactly_and_is_watched(tmp_path):
     assert [r[log_keys.ITER] for r in records if log_keys.ROBUST_TRAIN_ACC in r] == [6]
 
 
+@pytest.mark.parametrize("method, extra", [("fgsm-rs", []), ("ddcat", ["attack.name=fgsm-rs", "model.ddc_head=head"])])
+def test_single_step_recipes_on_a_user_model_resume_exactly_and_are_watched(tmp_path, method, extra):
+    """fgsm-rs and DDC-AT with the single-step inner attack on a model.factory network (DDC-AT's
+    f_a / f_m grafted on its classifier ``head``): they train, resume bit-exactly and are watched."""
+    cfg = tiny_cfg(method, "train.iters=6", "train.save_every=3", "model.factory=standin_models:eighth",
+                   "model.kwargs={num_classes: 4}", "model.width=64", "train.robust_check_every=3", "train.robust_check_images=2", *extra)
+    assert isinstance(build_method(cfg).attack, RandomStartFGSM)
+    a, b = resumed_from_prev(cfg, tmp_path)
+    assert a["model_spec"]["factory"] == "standin_models:eighth"
+    assert a["model"].keys() == b["model"].keys()
+    assert all(torch.equal(a["model"][k], b["model"][k]) for k in a["model"])
+    records = [json.loads(line) for line in (tmp_path / "straight" / log_keys.LOG_NAME).read_text().splitlines()]
+    assert [r[log_keys.ITER] for r in records if log_keys.ROBUST_TRAIN_ACC in r] == [3, 6]
+    if method == "ddcat":  # DDC-AT ran: its mask labels are logged, none on the adversarial rows (Alg. 2)
+        assert all(0.0 <= r[log_keys.MASK_POS_CLEAN] <= 1.0 and r[log_keys.MASK_POS_ADV] == 0.0 for r in records)
+    else:
+        assert not any(log_keys.MASK_POS_CLEAN in r for r in records)
+
+
 def test_a_crafted_method_state_is_a_one_line_error(tmp_path):
     cfg = tiny_cfg("free", "train.iters=2", "train.save_every=1")
     train(cfg, tmp_path / "run", progress=False)
@@ -302,6 +321,58 @@ def test_watch_logs_and_plots_and_does_not_change_the_training(tmp_path):
             assert r[log_keys.ROBUST_PGD_ACC] <= r[log_keys.ROBUST_CLEAN_ACC] + 1e-9
     paths = plot_training(tmp_path / "watched")
     assert any(p.name == "robustness.png" and p.stat().st_size > 0 for p in paths)
+
+
+def test_the_watch_of_a_real_run_uses_pgd10_from_a_random_start_and_its_warning_reaches_log_stderr_and_plot(tmp_path, monkeypatch, capsys):
+    """A short real train(): the watch the loop builds runs PGD with 10 steps from a random start at
+    the training budget next to the training attack itself. The watch's measurement is contrived
+    at the second check only (PGD accuracy set to a quarter of the training attack's, as after a
+    catastrophic overfit); the loop's rule then writes the warning into that record and onto
+    stderr, and `ddcat plot-train` marks that point."""
+    from ddcat.attacks import PGD
+    from ddcat.cli import main
+    from ddcat.reporting import plots
+    from ddcat.training.watch import RobustnessWatch
+
+    real, watches = RobustnessWatch.__call__, []
+
+    def contrived(self, model, device):
+        watches.append(self)
+        record = real(self, model, device)
+        assert record[log_keys.ROBUST_TRAIN_ACC] > 0
+        share = 1.0 if len(watches) == 1 else 0.25  # the first check: PGD as strong as the training attack
+        return {**record, log_keys.ROBUST_PGD_ACC: share * record[log_keys.ROBUST_TRAIN_ACC]}
+
+    monkeypatch.setattr(RobustnessWatch, "__call__", contrived)
+    cfg = tiny_cfg("fgsm-rs", "train.iters=4", "train.robust_check_every=2", "train.robust_check_images=3",
+                   "attack.eps=0.04", "attack.alpha=0.007")
+    run = tmp_path / "run"
+    train(cfg, run, progress=False)
+    assert len(watches) == 2 and watches[0] is watches[1]
+    pgd = watches[0].pgd
+    assert isinstance(pgd, PGD) and pgd.steps == 10 and pgd.random_start is True and pgd.restarts == 1
+    assert (pgd.eps, pgd.alpha, pgd.loss, pgd.norm, pgd.targeted) == (0.04, 0.007, "ce", "linf", False)
+    assert isinstance(watches[0].attack, RandomStartFGSM) and watches[0].attack.eps == 0.04
+
+    records = {r[log_keys.ITER]: r for r in map(json.loads, (run / log_keys.LOG_NAME).read_text().splitlines())}
+    assert log_keys.WARNING not in records[2]
+    warned = records[4]
+    assert warned[log_keys.WARNING].startswith("catastrophic overfitting at iteration 4?")
+    assert warned[log_keys.ROBUST_PGD_ACC] == pytest.approx(0.25 * warned[log_keys.ROBUST_TRAIN_ACC])
+    err = [line for line in capsys.readouterr().err.splitlines() if line.startswith("ddcat: warning:")]
+    assert err == [f"ddcat: warning: {warned[log_keys.WARNING]}"]
+
+    drawn, save = [], plots._save
+
+    def spy(fig, path):
+        drawn.extend((c.get_label(), c.get_offsets().tolist()) for ax in fig.axes for c in ax.collections)
+        return save(fig, path)
+
+    monkeypatch.setattr(plots, "_save", spy)
+    assert main(["plot-train", str(run)]) == 0
+    markers = [(label, xy) for label, xy in drawn if label.startswith("warning")]
+    assert markers == [("warning: PGD < 0.5 x training attack", [[4.0, pytest.approx(warned[log_keys.ROBUST_PGD_ACC])]])]
+    assert (run / "robustness.png").stat().st_size > 0
 
 
 # ----------------------------------------------------------------------------- bf16 training attack
@@ -446,7 +517,7 @@ def test_recipes_file_expands_labelled_methods(tmp_path):
     assert bim1["train"]["method"] == "sat" and bim1["attack"]["steps"] == 1 and sat["attack"]["steps"] == 3
     assert adv100["train"]["method"] == "sat" and adv100["train"]["adv_fraction"] == 1.0
     assert runs[("free", 0)]["train"]["free_replays"] == 4
-    assert exp["evaluation"]["strong"] == ["sea"] and exp["evaluation"]["sea_iters"] == 100
+    assert exp["evaluation"]["strong"] == ["sea", "ensemble"] and exp["evaluation"]["sea_iters"] == 100
     bad = tmp_path / "bad.yaml"
     bad.write_text("models: {pspnet: {}}\nmethods: {sat-x: [1]}\nseeds: [0]\n")
     with pytest.raises(DdcatError, match="'methods' in .* label to config overrides"):
