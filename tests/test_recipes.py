@@ -165,6 +165,50 @@ def test_replay_schedule():
     assert [(t, b) for t, b in replayed(iter(["a", "b"]), 0, 2, 1)] == [(0, "a"), (1, "b")]
 
 
+@pytest.mark.parametrize("poison", ["inf", "one-inf", "nan"])
+def test_free_keeps_delta_when_the_perturbation_gradient_is_not_finite(poison):
+    """train.amp: fp16 can give an inf / NaN gradient (the GradScaler then skips the optimiser step):
+    the replay leaves delta as it was. Without the check, sign(+-inf) = +-1 takes a step of eps on a
+    meaningless gradient (the inf cases fail without it); sign(NaN) is 0 in torch 2.13 on the CPU, so
+    the NaN case pins the behaviour rather than catching a regression there. Simulated on the
+    CPU by a hook that poisons the gradient reaching delta in the real backward, with infinities
+    pointing away from the kept delta so that a step would move it; the replay after it steps
+    again from the kept delta."""
+    eps = 0.05
+    model = Pixelwise().train()
+    method = FreeAdversarialTraining(None, eps=eps, replays=4, adv_fraction=0.5, deep_sup_weight=0.4)
+    images, labels = batch(0)
+    method.loss(model, model, images, labels)[0].backward()
+    kept = method.state_dict()["delta"].clone()
+    assert torch.isfinite(kept).all() and float(kept.abs().max()) == pytest.approx(eps)
+    away = torch.where(kept > 0, -float("inf"), float("inf"))  # a step on it moves every coordinate by eps
+
+    def poisoned(grad):
+        if poison == "inf":
+            return away
+        if poison == "nan":
+            return torch.full_like(grad, float("nan"))
+        grad = grad.clone()  # one infinite coordinate among finite ones: the whole step is skipped
+        grad[0, 1, 2, 3] = away[0, 1, 2, 3]
+        return grad
+
+    loss, _ = method.loss(model, model, images, labels)
+    assert torch.equal(method._pending.detach(), kept)
+    method._pending.register_hook(poisoned)
+    loss.backward()
+    assert not torch.isfinite(method._pending.grad).all()
+    if poison != "nan":  # what the update would have been
+        assert not torch.equal(free_update(kept, method._pending.grad, eps), kept)
+    after = method.state_dict()["delta"]
+    assert torch.isfinite(after).all() and torch.equal(after, kept)
+    # the next replay takes its step from the kept delta (Alg. 1 line 11 with a finite gradient)
+    loss, _ = method.loss(model, model, images, labels)
+    loss.backward()
+    grad = method._pending.grad.clone()
+    assert torch.isfinite(grad).all()
+    assert torch.equal(method.state_dict()["delta"], (kept + eps * grad.sign()).clamp(-eps, eps))
+
+
 def test_free_refuses_gradient_accumulation(tmp_path):
     with pytest.raises(DdcatError, match="train.accum_steps=1"):
         train(tiny_cfg("free", "train.accum_steps=2", "train.iters=1"), tmp_path / "run", progress=False)
@@ -217,6 +261,25 @@ def test_free_on_a_user_model_resumes_exactly_and_is_watched(tmp_path):
     assert [r[log_keys.ITER] for r in records if log_keys.ROBUST_TRAIN_ACC in r] == [6]
 
 
+@pytest.mark.parametrize("method, extra", [("fgsm-rs", []), ("ddcat", ["attack.name=fgsm-rs", "model.ddc_head=head"])])
+def test_single_step_recipes_on_a_user_model_resume_exactly_and_are_watched(tmp_path, method, extra):
+    """fgsm-rs and DDC-AT with the single-step inner attack on a model.factory network (DDC-AT's
+    f_a / f_m grafted on its classifier ``head``): they train, resume bit-exactly and are watched."""
+    cfg = tiny_cfg(method, "train.iters=6", "train.save_every=3", "model.factory=standin_models:eighth",
+                   "model.kwargs={num_classes: 4}", "model.width=64", "train.robust_check_every=3", "train.robust_check_images=2", *extra)
+    assert isinstance(build_method(cfg).attack, RandomStartFGSM)
+    a, b = resumed_from_prev(cfg, tmp_path)
+    assert a["model_spec"]["factory"] == "standin_models:eighth"
+    assert a["model"].keys() == b["model"].keys()
+    assert all(torch.equal(a["model"][k], b["model"][k]) for k in a["model"])
+    records = [json.loads(line) for line in (tmp_path / "straight" / log_keys.LOG_NAME).read_text().splitlines()]
+    assert [r[log_keys.ITER] for r in records if log_keys.ROBUST_TRAIN_ACC in r] == [3, 6]
+    if method == "ddcat":  # DDC-AT ran: its mask labels are logged, none on the adversarial rows (Alg. 2)
+        assert all(0.0 <= r[log_keys.MASK_POS_CLEAN] <= 1.0 and r[log_keys.MASK_POS_ADV] == 0.0 for r in records)
+    else:
+        assert not any(log_keys.MASK_POS_CLEAN in r for r in records)
+
+
 def test_a_crafted_method_state_is_a_one_line_error(tmp_path):
     cfg = tiny_cfg("free", "train.iters=2", "train.save_every=1")
     train(cfg, tmp_path / "run", progress=False)
@@ -258,6 +321,58 @@ def test_watch_logs_and_plots_and_does_not_change_the_training(tmp_path):
             assert r[log_keys.ROBUST_PGD_ACC] <= r[log_keys.ROBUST_CLEAN_ACC] + 1e-9
     paths = plot_training(tmp_path / "watched")
     assert any(p.name == "robustness.png" and p.stat().st_size > 0 for p in paths)
+
+
+def test_the_watch_of_a_real_run_uses_pgd10_from_a_random_start_and_its_warning_reaches_log_stderr_and_plot(tmp_path, monkeypatch, capsys):
+    """A short real train(): the watch the loop builds runs PGD with 10 steps from a random start at
+    the training budget next to the training attack itself. The watch's measurement is contrived
+    at the second check only (PGD accuracy set to a quarter of the training attack's, as after a
+    catastrophic overfit); the loop's rule then writes the warning into that record and onto
+    stderr, and `ddcat plot-train` marks that point."""
+    from ddcat.attacks import PGD
+    from ddcat.cli import main
+    from ddcat.reporting import plots
+    from ddcat.training.watch import RobustnessWatch
+
+    real, watches = RobustnessWatch.__call__, []
+
+    def contrived(self, model, device):
+        watches.append(self)
+        record = real(self, model, device)
+        assert record[log_keys.ROBUST_TRAIN_ACC] > 0
+        share = 1.0 if len(watches) == 1 else 0.25  # the first check: PGD as strong as the training attack
+        return {**record, log_keys.ROBUST_PGD_ACC: share * record[log_keys.ROBUST_TRAIN_ACC]}
+
+    monkeypatch.setattr(RobustnessWatch, "__call__", contrived)
+    cfg = tiny_cfg("fgsm-rs", "train.iters=4", "train.robust_check_every=2", "train.robust_check_images=3",
+                   "attack.eps=0.04", "attack.alpha=0.007")
+    run = tmp_path / "run"
+    train(cfg, run, progress=False)
+    assert len(watches) == 2 and watches[0] is watches[1]
+    pgd = watches[0].pgd
+    assert isinstance(pgd, PGD) and pgd.steps == 10 and pgd.random_start is True and pgd.restarts == 1
+    assert (pgd.eps, pgd.alpha, pgd.loss, pgd.norm, pgd.targeted) == (0.04, 0.007, "ce", "linf", False)
+    assert isinstance(watches[0].attack, RandomStartFGSM) and watches[0].attack.eps == 0.04
+
+    records = {r[log_keys.ITER]: r for r in map(json.loads, (run / log_keys.LOG_NAME).read_text().splitlines())}
+    assert log_keys.WARNING not in records[2]
+    warned = records[4]
+    assert warned[log_keys.WARNING].startswith("catastrophic overfitting at iteration 4?")
+    assert warned[log_keys.ROBUST_PGD_ACC] == pytest.approx(0.25 * warned[log_keys.ROBUST_TRAIN_ACC])
+    err = [line for line in capsys.readouterr().err.splitlines() if line.startswith("ddcat: warning:")]
+    assert err == [f"ddcat: warning: {warned[log_keys.WARNING]}"]
+
+    drawn, save = [], plots._save
+
+    def spy(fig, path):
+        drawn.extend((c.get_label(), c.get_offsets().tolist()) for ax in fig.axes for c in ax.collections)
+        return save(fig, path)
+
+    monkeypatch.setattr(plots, "_save", spy)
+    assert main(["plot-train", str(run)]) == 0
+    markers = [(label, xy) for label, xy in drawn if label.startswith("warning")]
+    assert markers == [("warning: PGD < 0.5 x training attack", [[4.0, pytest.approx(warned[log_keys.ROBUST_PGD_ACC])]])]
+    assert (run / "robustness.png").stat().st_size > 0
 
 
 # ----------------------------------------------------------------------------- bf16 training attack
@@ -322,6 +437,70 @@ def test_pir_at_starts_from_the_robust_checkpoints_trunk(tmp_path):
     assert not all(torch.equal(fresh[k], robust[k]) for k in trunk)
 
 
+def _imagenet_resnet18(seed):
+    """A torchvision-named ResNet-18 (width 8) state dict with random values, and an ImageNet fc."""
+    from ddcat.models.resnet import ResNet
+
+    g = torch.Generator().manual_seed(seed)
+    state = {k: (torch.randn(v.shape, generator=g) + (2.0 if k.endswith("running_var") else 0.0)) if v.is_floating_point()
+             else torch.full_like(v, 7) for k, v in ResNet("resnet18", width=8).state_dict().items()}
+    state["fc.weight"], state["fc.bias"] = torch.randn(1000, 64, generator=g), torch.randn(1000, generator=g)
+    return state
+
+
+def _published_files(tmp_path):
+    """The same trunk in the layouts of the published robust ImageNet files: the robustness
+    library's ({"model": AttackerModel state, "epoch", "optimizer"}, DataParallel's module. prefix,
+    the attacker's own copy of the network given OTHER values here so that taking it would show)
+    and RobustBench's (normalize_model: model.* and normalize.*)."""
+    trunk, other = _imagenet_resnet18(11), _imagenet_resnet18(12)
+    mean, std = torch.tensor([0.485, 0.456, 0.406]), torch.tensor([0.229, 0.224, 0.225])
+    robustness = {"module.normalizer.new_mean": mean[:, None, None], "module.normalizer.new_std": std[:, None, None],
+                  **{f"module.model.{k}": v for k, v in trunk.items()},
+                  "module.attacker.normalize.new_mean": mean[:, None, None], "module.attacker.normalize.new_std": std[:, None, None],
+                  **{f"module.attacker.model.{k}": v for k, v in other.items()}}
+    robustbench = {"normalize.mean": mean.view(1, 3, 1, 1), "normalize.std": std.view(1, 3, 1, 1),
+                   **{f"model.{k}": v for k, v in trunk.items()}}
+    files = {"robustness.pt": {"model": robustness, "epoch": 90, "optimizer": {"state": {}, "param_groups": [{"lr": 0.1}]}},
+             "robustness_state_dict.pt": {"state_dict": robustness, "epoch": 90},
+             "robustbench.pt": robustbench,
+             "robustbench_dataparallel.pt": {f"module.{k}": v for k, v in robustbench.items()}}
+    for name, content in files.items():
+        torch.save(content, tmp_path / name)
+    return trunk, list(files)
+
+
+def test_pir_at_starts_from_a_published_robust_imagenet_file(tmp_path):
+    """model.pretrained naming a robustness-library or RobustBench ResNet file: the new model's trunk
+    is the file's network (not its attacker's copy), its fc and normalisers are not loaded."""
+    from ddcat.checkpoint import build_from_spec, initial_weights, spec_from_config
+
+    trunk, names = _published_files(tmp_path)
+    for name in names:
+        cfg = tiny_cfg("sat", "train.adv_fraction=1.0", f"model.pretrained={tmp_path / name}")
+        model = build_from_spec(spec_from_config(cfg, ddc=False), pretrained=initial_weights(cfg))
+        own = model.backbone.state_dict()
+        assert set(own) == set(trunk) - {"fc.weight", "fc.bias"}, name
+        assert all(torch.equal(v, trunk[k]) for k, v in own.items()), name
+
+
+def test_a_file_in_no_known_layout_is_a_one_line_error_naming_the_key(tmp_path):
+    trunk = _imagenet_resnet18(11)
+    cases = {
+        "encoder.pt": ({f"encoder.{k}": v for k, v in trunk.items()}, "encoder.conv1.weight"),
+        "timm_head.pt": ({**{f"model.{k}": v for k, v in trunk.items()}, "model.head.weight": torch.zeros(3)}, "model.head.weight"),
+        "stray.pt": ({"model": {**{f"module.model.{k}": v for k, v in trunk.items()}, "module.teacher.w": torch.zeros(1)}}, "module.teacher.w"),
+        "mixed.pt": ({"conv1.weight": trunk["conv1.weight"], **{f"model.{k}": v for k, v in trunk.items()}}, "conv1.weight"),
+    }
+    for name, (content, key) in cases.items():
+        torch.save(content, tmp_path / name)
+        with pytest.raises(DdcatError) as info:
+            build_model("pspnet", "resnet18", K, width=8, pretrained=str(tmp_path / name))
+        message = str(info.value)
+        assert str(tmp_path / name) in message and f"key '{key}' is in none of the known layouts" in message, message
+        assert "\n" not in message
+
+
 # ----------------------------------------------------------------------------- the recipes experiment
 
 
@@ -338,7 +517,7 @@ def test_recipes_file_expands_labelled_methods(tmp_path):
     assert bim1["train"]["method"] == "sat" and bim1["attack"]["steps"] == 1 and sat["attack"]["steps"] == 3
     assert adv100["train"]["method"] == "sat" and adv100["train"]["adv_fraction"] == 1.0
     assert runs[("free", 0)]["train"]["free_replays"] == 4
-    assert exp["evaluation"]["strong"] == ["sea"] and exp["evaluation"]["sea_iters"] == 100
+    assert exp["evaluation"]["strong"] == ["sea", "ensemble"] and exp["evaluation"]["sea_iters"] == 100
     bad = tmp_path / "bad.yaml"
     bad.write_text("models: {pspnet: {}}\nmethods: {sat-x: [1]}\nseeds: [0]\n")
     with pytest.raises(DdcatError, match="'methods' in .* label to config overrides"):

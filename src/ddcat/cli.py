@@ -368,7 +368,7 @@ def build_parser() -> argparse.ArgumentParser:
     threads(p)
     p.set_defaults(fn=cmd_export)
 
-    p = sub.add_parser("plot-train", help="plot losses and DDC-AT routing shares of a training run")
+    p = sub.add_parser("plot-train", help="plot losses, DDC-AT routing shares and the robustness watch (robustness.png) of a training run")
     p.add_argument("run", help="training output folder (holds train_log.jsonl)")
     p.add_argument("--out", default=None, help="folder for the PNGs (default: the run folder)")
     threads(p)

@@ -30,7 +30,7 @@ from torch import nn
 
 from ddcat.config import CHOICES
 from ddcat.errors import DdcatError
-from ddcat.models.paper_layout import trunk_state
+from ddcat.models.paper_layout import HEADS_DDC, HEADS_PLAIN, strip_prefix, trunk_state
 from ddcat.models.state import first_mismatch
 
 
@@ -183,9 +183,55 @@ def read_weights(path: str | Path) -> Any:
         raise DdcatError(f"cannot read pretrained weights {path}: {type(exc).__name__}") from None
 
 
+#: First name of every trunk key in ddcat's (torchvision / semseg) naming: the 7x7 or deep stem, layer1-4.
+TRUNK_MODULES = frozenset({"conv1", "bn1", "conv2", "bn2", "conv3", "bn3", "layer1", "layer2", "layer3", "layer4"})
+#: Keys of a known layout that are not the trunk and are not loaded: the ImageNet classifier ``fc``
+#: (torchvision, semseg, robustness, RobustBench) and the paper code's segmentation heads.
+NOT_LOADED = frozenset({"fc", "ppm", "aspp", *HEADS_PLAIN.values(), *HEADS_DDC.values()})
+#: A wrapped classifier: the ``robustness`` library's AttackerModel (``model.*``, its attacker's copy
+#: ``attacker.*`` and input normaliser ``normalizer.*``) or RobustBench's ``normalize_model``
+#: (``model.*`` and ``normalize.*``). The normalisers hold ImageNet's mean and std, which ddcat's
+#: Segmenter applies itself; they and the attacker's copy are not loaded.
+WRAPPED_MODEL = "model."
+WRAPPER_BUFFERS = ("attacker.", "normalizer.", "normalize.")
+KNOWN_LAYOUTS = "torchvision / semseg ResNet, the paper code, ddcat, robustness, RobustBench"
+
+
+def published_trunk(state: dict, path: Path) -> dict[str, Any]:
+    """The trunk of a state dict in one of the known layouts, in ddcat's names: DataParallel's
+    ``module.`` goes, a wrapped classifier's ``model.`` goes (its ``attacker.*`` / ``normalizer.*`` /
+    ``normalize.*`` are dropped), the paper code's ``layer0.{0,1,3,4,6,7}`` become ``conv1`` ..
+    ``bn3``, ``fc.*`` and the paper code's heads are dropped. A key of none of these layouts (in a
+    wrapped file: any key outside ``model.*`` and the wrapper's buffers) is a one-line error naming
+    the file and the first such key as the file spells it."""
+    if not all(isinstance(k, str) for k in state):
+        raise DdcatError(f"pretrained weights {path} do not hold a state dict")
+    try:
+        names = dict(zip(strip_prefix(state), state))  # name without `module.` -> the file's
+        unknown = []
+        if any(k.startswith(WRAPPED_MODEL) for k in names):
+            unknown = [src for k, src in names.items() if not k.startswith((WRAPPED_MODEL, *WRAPPER_BUFFERS))]
+            names = {k[len(WRAPPED_MODEL):]: src for k, src in names.items() if k.startswith(WRAPPED_MODEL)}
+        renamed = trunk_state(names)  # the paper layout's stem; name -> the file's
+    except DdcatError as exc:
+        raise DdcatError(f"pretrained weights {path}: {exc}") from None
+    unknown += [src for k, src in renamed.items() if k.split(".")[0] not in TRUNK_MODULES | NOT_LOADED]
+    if unknown:
+        first = min(unknown, key=list(state).index)
+        raise DdcatError(f"pretrained weights {path}: key '{first}' is in none of the known layouts ({KNOWN_LAYOUTS})")
+    trunk = {k: state[src] for k, src in renamed.items() if k.split(".")[0] in TRUNK_MODULES}
+    bad = next((src for k, src in renamed.items() if k in trunk and not isinstance(trunk[k], torch.Tensor)), None)
+    if bad is not None:
+        raise DdcatError(f"pretrained weights {path}: key '{bad}' does not hold a tensor")
+    return trunk
+
+
 def load_pretrained(resnet: ResNet, path: str | Path, state: Any = None) -> None:
     """Load an ImageNet state dict saved from a torchvision ResNet (``fc.*`` is ignored), semseg's
-    deep-base ``resnet50_v2.pth`` (the paper code's initialisation) or a paper-code checkpoint's trunk.
+    deep-base ``resnet50_v2.pth`` (the paper code's initialisation), a paper-code checkpoint's trunk,
+    a ddcat checkpoint's trunk, or a robust ImageNet ResNet of the ``robustness`` library
+    (``{"model": {"module.model.*", "module.attacker.*", "module.normalizer.*"}, "epoch": ...}``) or
+    of RobustBench (``model.*``, ``normalize.*``): see :func:`published_trunk`.
 
     Every key of the trunk must be present with the same shape; otherwise the error names the
     first key that is missing or differs (e.g. a deep-stem trunk with a 7x7-stem file). ``state``:
@@ -199,12 +245,11 @@ def load_pretrained(resnet: ResNet, path: str | Path, state: Any = None) -> None
     if isinstance(state, dict) and isinstance(state.get("model"), dict) and "model_spec" in state:
         # a ddcat checkpoint or `ddcat export` file (a robust model for PIR-AT): its trunk
         state = {k[len("backbone."):]: v for k, v in state["model"].items() if k.startswith("backbone.")}
+    elif isinstance(state, dict) and isinstance(state.get("model"), dict):
+        state = state["model"]  # the robustness library's {"model": ..., "epoch": ...}
     if not isinstance(state, dict):
         raise DdcatError(f"pretrained weights {path} do not hold a state dict")
-    try:  # the paper code's layout (layer0.*, module.*) too
-        state = trunk_state(state)
-    except DdcatError as exc:
-        raise DdcatError(f"pretrained weights {path}: {exc}") from None
+    state = published_trunk(state, path)
     own = resnet.state_dict()
     mismatch = first_mismatch(state, own)
     if mismatch is not None:

@@ -10,7 +10,7 @@ x + delta, which gives both the weight gradient (the optimiser step) and grad_de
         x_adv = clip_[0,1](x_B + delta)                 # the last n_a images of B; the first stay clean
         loss  = CE(f(clean part ++ x_adv)) (+ 0.4 deep-supervision CE)
         backward: theta <- optimiser step on grad_theta
-        delta <- clip_[-eps, eps](delta + eps * sign(grad_delta loss))
+        delta <- clip_[-eps, eps](delta + eps * sign(grad_delta loss))   # kept when grad_delta is not finite
 
 What ``train.iters`` means here: the number of replays, i.e. of forward/backward passes and of
 optimiser steps, exactly as for every other method; the run sees ceil(iters / m) distinct batches
@@ -66,10 +66,14 @@ class FreeAdversarialTraining(AdversarialMethod):
         return n_clean, n_adv
 
     def _advance(self) -> None:
-        """Apply the perturbation step of the replay whose backward has run."""
+        """Apply the perturbation step of the replay whose backward has run. A gradient with an inf
+        or NaN anywhere (``train.amp: fp16`` overflow: the GradScaler skips that replay's optimiser
+        step) leaves delta as it was, rather than stepping eps along sign(+-inf) = +-1 (or along
+        sign(NaN)). The choice is made on the device (no host sync)."""
         leaf, self._pending = self._pending, None
         if leaf is not None and leaf.grad is not None:
-            self.delta = free_update(leaf.detach(), leaf.grad, self.eps)
+            start = leaf.detach()
+            self.delta = torch.where(torch.isfinite(leaf.grad).all(), free_update(start, leaf.grad, self.eps), start)
         elif leaf is not None:
             self.delta = leaf.detach()
 
