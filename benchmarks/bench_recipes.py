@@ -17,7 +17,7 @@ see training/watch.py). ``--precision bf16`` sets ``train.amp=bf16`` and ``attac
 (on CPU bf16 is usually slower: it is meant for a GPU).
 
 With ``--results`` (the ``results.json`` of ``ddcat experiment configs/recipes.yaml``) it prints the
-Markdown table of docs/results.md (cost ratio, clean mIoU, BIM-7 and SEA mIoU per recipe and seed)
+Markdown table of docs/results.md (cost ratio, clean mIoU, BIM-7 mIoU and the strongest evaluation present (the ensemble, else SEA) per recipe and seed)
 and, with ``--plot``, draws robust mIoU under the strongest evaluation against cost (one point per
 recipe and seed, the Pareto front as a step line); ``--costs`` reuses the ``--json`` of a timing run.
 """

@@ -9,15 +9,12 @@ parameter/grad/buffer change, determinism, the forward seam).
 Modules: ``checks`` (argument checks), ``forward`` (how an attack calls the model), ``scoring``
 (the per-image "better adversarial" rule), ``projection`` (the exact eps-ball), ``norms`` (the L-inf
 and L2 threat models), ``losses`` (the loss table), ``iterative`` (FGSM, BIM, PGD, SegPGD, CosPGD),
-``apgd``, ``padam`` (PAdam), ``sea``, ``ensemble`` (the member
-loop every ensemble shares, ``Ensemble``), ``worst_case`` (the per-image worst case), ``registry``
-(the per-image "better adversarial" rule), ``projection`` (the exact eps-ball), ``losses`` (the loss
-table), ``iterative`` (FGSM, BIM, PGD, SegPGD, CosPGD), ``apgd``, ``sea``, ``ensemble`` (the member
-loop every ensemble shares, ``Ensemble``), ``worst_case`` (the per-image worst case), ``min_norm``, ``dag``, ``pdpgd``, ``alma_prox`` (the
-minimum-norm attacks of rse: DAG, PDPGD, ALMA-prox), ``registry``
-(the one list of attacks: names, labels, budgets, ensemble members; ``build_attack``), ``factory``
-(the registry's old import path). The dataset-level worst case for mIoU is metrics:
-:func:`ddcat.metrics.greedy_miou_selection`.
+``fgsm_rs`` (FGSM with a random start, the single-step training attack), ``apgd``, ``padam``
+(PAdam), ``sea``, ``ensemble`` (the member loop every ensemble shares, ``Ensemble``), ``worst_case``
+(the per-image worst case), ``min_norm``, ``dag``, ``pdpgd``, ``alma_prox`` (the minimum-norm
+attacks of rse: DAG, PDPGD, ALMA-prox), ``registry`` (the one list of attacks: names, labels,
+budgets, ensemble members; ``build_attack``), ``factory`` (the registry's old import path). The
+dataset-level worst case for mIoU is metrics: :func:`ddcat.metrics.greedy_miou_selection`.
 """
 
 from ddcat.attacks.alma_prox import ALMAProx

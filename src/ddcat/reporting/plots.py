@@ -203,7 +203,9 @@ def plot_training(run_dir: str | Path, out_dir: str | Path | None = None, window
     """``ddcat plot-train DIR``: from ``DIR/train_log.jsonl`` write ``losses.png`` (every ``loss``
     / ``loss_*`` term against iteration, raw thin and moving average thick) and, for DDC-AT runs,
     ``routing.png`` (shares of pixels routed to the auxiliary branch and of mask labels = 1, for
-    the clean half solid and the adversarial half dashed). Written to ``out_dir`` (default DIR).
+    the clean half solid and the adversarial half dashed), and for runs with
+    ``train.robust_check_every`` ``robustness.png`` (the watch: PGD-10 and the training attack's mIoU
+    and pixel accuracy on the held-out batch, warnings marked). Written to ``out_dir`` (default DIR).
     A missing or empty log raises :class:`DdcatError` naming the file."""
     run_dir = Path(run_dir)
     records = read_log(run_dir / trainlog.LOG_NAME)
