@@ -164,6 +164,15 @@ def _drop(path: str) -> Callable[[dict], None]:
     return change
 
 
+def _rng(field: str, spoil: Callable) -> Callable[[dict], None]:
+    """Replace ``rng[0][field]`` of a checkpoint by ``spoil(the saved value)``."""
+
+    def change(ckpt: dict) -> None:
+        ckpt["rng"][0][field] = spoil(ckpt["rng"][0][field])
+
+    return change
+
+
 def _wrong_shape(ckpt: dict) -> None:
     key = "heads.main.classifier.weight" if "heads.main.classifier.weight" in ckpt["model"] else next(iter(ckpt["model"]))
     ckpt["model"][key] = torch.zeros(3, 3)
@@ -222,6 +231,14 @@ CASES = [
     Case("resume-no-rng", resume_of(_drop("rng")), "'rng'", absent=(), present=("run/last.pt",)),
     Case("resume-iteration-text", resume_of(_set("iteration", "abc")), "'iteration' must be an integer >= 0, got 'abc'", absent=()),
     Case("resume-iteration-negative", resume_of(_set("iteration", -5)), "got -5", absent=()),
+    # --resume with a crafted random-number state (issue 20 section 3): the shapes, then the contents
+    Case("resume-rng-three-small-tensors", resume_of(_set("rng", [torch.zeros(3, dtype=torch.uint8)] * 3)), "'rng[0]' must be a mapping", absent=(), present=("run/last.pt",)),
+    Case("resume-rng-cpu-zeros", resume_of(_rng("torch", lambda s: torch.zeros_like(s))), "'rng[0].torch' is refused by the generator", absent=(), present=("run/last.pt",)),
+    Case("resume-rng-cpu-short", resume_of(_rng("torch", lambda s: s[:100])), "'rng[0].torch' must be a uint8 tensor of", absent=(), present=("run/last.pt",)),
+    Case("resume-rng-numpy-words", resume_of(_rng("numpy", lambda s: [s[0], s[1][:10], *s[2:]])), "'rng[0].numpy' must hold 624 int64 words", absent=(), present=("run/last.pt",)),
+    Case("resume-rng-numpy-name", resume_of(_rng("numpy", lambda s: ["PCG64", *s[1:]])), "'rng[0].numpy' names generator 'PCG64'", absent=(), present=("run/last.pt",)),
+    Case("resume-rng-python-index", resume_of(_rng("python", lambda s: (s[0], (*s[1][:-1], 625), s[2]))), "'rng[0].python' index must lie in", absent=(), present=("run/last.pt",)),
+    Case("resume-rng-python-short", resume_of(_rng("python", lambda s: (3, (1, 2, 3), None))), "'rng[0].python' must hold 625 integers", absent=(), present=("run/last.pt",)),
     Case("resume-past-iters", resume_of(extra=("--set", "train.iters=1")), "past train.iters=1", absent=(), present=("run/last.pt",)),
 ]
 
@@ -548,3 +565,30 @@ def test_eps_and_alpha_errors_name_the_flag(flag, value, phrase, tmp_path, capsy
     rc, err = run_cli(argv, capsys)
     assert phrase in one_line_error(rc, err)
     assert not (tmp_path / "o").exists()
+
+
+def test_rng_contents_are_restored_into_throwaway_generators():
+    """restore_problem: a saved state passes and the process's generators are untouched; each
+    field a generator refuses is named (also those the shape check would have caught first)."""
+    import random
+
+    import numpy as np
+
+    from ddcat.rngstate import check_rng_state, restore_problem, rng_state_problem
+
+    np_state = np.random.get_state()
+    state = {"torch": torch.get_rng_state(), "numpy": [np_state[0], torch.from_numpy(np_state[1].astype(np.int64)), *np_state[2:]],
+             "python": random.getstate(), "cuda": None}
+    before = (torch.get_rng_state().clone(), np.random.get_state()[1].copy(), random.getstate())
+    assert rng_state_problem(state) is None and restore_problem(state) is None
+    check_rng_state([state], "ck.pt")
+    zeros = {**state, "torch": torch.zeros_like(state["torch"])}
+    assert rng_state_problem(zeros) is None  # the right size: only restoring finds it
+    assert restore_problem(zeros)[0] == "torch"
+    with pytest.raises(Exception, match=r"checkpoint ck.pt: 'rng\[0\].torch' is refused by the generator"):
+        check_rng_state([zeros], "ck.pt")
+    assert restore_problem({**state, "numpy": ["PCG64", *state["numpy"][1:]]})[0] == "numpy"
+    assert restore_problem({**state, "python": (3, (0,) * 624 + (625,), None)})[0] == "python"
+    assert restore_problem({**state, "python": (9, state["python"][1], None)})[0] == "python"
+    after = (torch.get_rng_state(), np.random.get_state()[1], random.getstate())
+    assert torch.equal(before[0], after[0]) and (before[1] == after[1]).all() and before[2] == after[2]
