@@ -592,3 +592,94 @@ def test_rng_contents_are_restored_into_throwaway_generators():
     assert restore_problem({**state, "python": (9, state["python"][1], None)})[0] == "python"
     after = (torch.get_rng_state(), np.random.get_state()[1], random.getstate())
     assert torch.equal(before[0], after[0]) and (before[1] == after[1]).all() and before[2] == after[2]
+
+
+# ----------------------------------------------------------------------------- full disk: the file is named
+
+
+class _FullDisk:
+    """A file object whose writes fail as a full disk's do: OSError(ENOSPC) without a file name."""
+
+    def __init__(self, fh):
+        self._fh = fh
+
+    def write(self, data):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    def flush(self):
+        pass
+
+    def close(self):
+        self._fh.close()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+
+def _full_disk_for(name: str):
+    real = open
+
+    def fake_open(path, *args, **kwargs):
+        fh = real(path, *args, **kwargs)
+        return _FullDisk(fh) if Path(path).name.startswith(f".{name}") or Path(path).name == name else fh
+
+    return fake_open
+
+
+@pytest.mark.parametrize("command, module, name", [
+    ("eval", "ddcat.outdir", "metrics.json"),
+    ("report", "ddcat.outdir", "report.md"),
+    ("train", "ddcat.training.trainlog", "train_log.jsonl"),
+])
+def test_full_disk_names_the_file(command, module, name, tmp_path, capsys, monkeypatch, clean_run):
+    """A write failing with ENOSPC and no file name (what write() raises on a full disk) is one line
+    naming the file and the cause; the output folder the command created is gone."""
+    import importlib
+
+    monkeypatch.setattr(importlib.import_module(module), "open", _full_disk_for(name), raising=False)
+    out = tmp_path / "out"
+    argv = {"eval": ["eval", "--no-progress", "--checkpoint", clean_run / "last.pt", "--out", out],
+            "report": ["report", clean_run, "--out", out],
+            "train": train_args(out)}[command]
+    rc, err = run_cli(argv, capsys)
+    line = one_line_error(rc, err)
+    assert line == f"ddcat: error: cannot write {out / name}: no space left on device", line
+    assert not out.exists()
+
+
+def test_an_unnamed_write_failure_names_the_output(tmp_path, capsys, monkeypatch, clean_run):
+    """An OSError without a file name from outside ddcat's writers: the output it was writing below."""
+    from ddcat import evaluation
+
+    def full(*args, **kwargs):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(evaluation, "evaluate_checkpoint", full)
+    out = tmp_path / "out"
+    rc, err = run_cli(["eval", "--no-progress", "--checkpoint", clean_run / "last.pt", "--out", out], capsys)
+    assert one_line_error(rc, err) == f"ddcat: error: no space left on device (while writing below {out})"
+
+
+@pytest.mark.parametrize("existed", [True, False], ids=["folder-existed", "folder-created"])
+def test_lock_file_is_removed_when_flock_fails(existed, tmp_path, monkeypatch):
+    """flock unsupported (ENOLCK, e.g. some network file systems): one line, and the lock file this
+    command created is not left behind, in a folder that existed or one it made."""
+    import fcntl
+
+    from ddcat.errors import DdcatError
+
+    def no_locks(fd, op):
+        raise OSError(errno.ENOLCK, "No locks available")
+
+    out = tmp_path / "out"
+    if existed:
+        out.mkdir()
+    monkeypatch.setattr(fcntl, "flock", no_locks)
+    with pytest.raises(DdcatError, match="cannot lock --out .*No locks available"):
+        with OutputFolder(out):
+            pass
+    assert not (out / ".ddcat.lock").exists()
+    assert out.exists() == existed

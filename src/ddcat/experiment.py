@@ -30,6 +30,7 @@ from ddcat.errors import DdcatError
 from ddcat.evaluation import AttackPlan, evaluate_model, load_inference_model
 from ddcat.evaluation.engine import image_batches, predict
 from ddcat.experiment_file import Run, load_experiment, packaged_config
+from ddcat.outdir import cannot_write, write_text
 from ddcat.runinfo import versions
 
 __all__ = ["Run", "load_experiment", "packaged_config", "run_experiment", "run_experiment_file", "run_demo"]
@@ -58,7 +59,7 @@ def ensure_trained(run: Run, root: Path, device: str | None, progress: bool) -> 
         tic = time.perf_counter()
         train(run.cfg, folder, resume=last.exists(), device=device, progress=progress)
         seconds = time.perf_counter() - tic
-        timing.write_text(json.dumps({"train_seconds": seconds, "label": run.label}) + "\n")
+        write_text(timing, json.dumps({"train_seconds": seconds, "label": run.label}) + "\n")
         reused = False
     return {
         "id": run.id,
@@ -80,9 +81,7 @@ def _cached(folder: Path, kind: str, key: dict[str, Any], compute) -> list[dict[
         return json.loads(path.read_text())["records"]
     records = compute()
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps({"key": key, "records": records}, indent=1))
-    tmp.replace(path)
+    write_text(path, json.dumps({"key": key, "records": records}, indent=1))
     return records
 
 
@@ -221,16 +220,17 @@ def write_qualitative(runs: list[Run], models: dict[str, Any], out: Path, ev: di
         arrays[f"pred_clean/{arch}/{method}"] = predict(model, images).cpu().numpy()
         arrays[f"pred_adv/{arch}/{method}"] = predict(model, adv).cpu().numpy()
         arrays.setdefault("adversarial", arrays[f"adversarial/{arch}/{method}"])
-    np.savez_compressed(out / "qualitative.npz", **arrays)
+    try:
+        np.savez_compressed(out / "qualitative.npz", **arrays)
+    except OSError as exc:
+        raise cannot_write(out / "qualitative.npz", exc) from None
     return "qualitative.npz"
 
 
 def finish(results: dict[str, Any], out: Path) -> None:
     from ddcat.reporting.report import print_tables, write_report
 
-    tmp = out / "results.json.tmp"
-    tmp.write_text(json.dumps(results, indent=1) + "\n")
-    tmp.replace(out / "results.json")
+    write_text(out / "results.json", json.dumps(results, indent=1) + "\n")
     report = write_report(results, out)
     print(print_tables(results))
     print(f"\nwrote {out / 'results.json'} and {report}")
@@ -280,9 +280,7 @@ def list_runs(path: str | Path, out: Path, sets: list[str] | None = None, quick:
     for i, run in enumerate(runs):
         config = out / "configs" / f"{run.id}.yaml"
         config.parent.mkdir(parents=True, exist_ok=True)
-        tmp = config.with_name(f".{config.name}.tmp")
-        tmp.write_text(yaml.safe_dump(run.cfg, sort_keys=False))
-        tmp.replace(config)
+        write_text(config, yaml.safe_dump(run.cfg, sort_keys=False))
         lines.append(f"{i} {run.id}")
         lines.append(f"  ddcat train --config {config} --out {out / 'runs' / run.id}")
         lines += [f"  {cmd}" for cmd in eval_commands(run, runs, out, ev)]
