@@ -125,15 +125,29 @@ def test_cache_lives_outside_the_data_root(voc, monkeypatch, tmp_path):
     assert path.parent == tmp_path / "c" / "data-check" and voc not in path.parents
 
 
-def test_train_over_a_corrupt_label_creates_no_run_folder(voc, tmp_path, capsys):
-    """The issue's 'done when': one corrupt label in the training list, no run folder."""
-    _, label = read_list(voc, voc / "list" / "train_aug.txt")[3]
-    _truncate(label)
+def test_train_over_a_corrupt_label_creates_no_run_folder(tmp_path, capsys):
+    """The issue's 'done when': corrupt labels in the training list, no run folder. The labels are
+    two the second iteration loads (not the first), with a checkpoint after every iteration: without
+    the check, iteration 1 would write last.pt and the folder would stay (shown at the end), and the
+    loader's message would lack the check's own phrase (the count of the other failing files)."""
+    from ddcat.config import DEFAULTS
+    from ddcat.training.sampling import ResumableBatchSampler
+
+    root = make_voc_fixture(tmp_path / "VOC", n_train=8, n_val=2, size=32, seed=0)
+    pairs = read_list(root, root / "list" / "train_aug.txt")
+    sampler = ResumableBatchSampler(len(pairs), 4, DEFAULTS["seed"], 0, 2)
+    first = {i for _, i in sampler.keys(0)}
+    second = sorted(i for _, i in sampler.keys(1) if i not in first)
+    for i in second[:2]:
+        Image.fromarray(np.full((32, 32), 40, np.uint8)).save(pairs[i][1])
+    label = pairs[second[0]][1]  # the first failing pair in list order
     out = tmp_path / "run"
-    rc = main(["train", "--no-progress", "--out", str(out), *voc_sets(voc)])
+    sets = [*voc_sets(root, iters=2), "--set", "train.save_every=1", "--set", "data.workers=0"]
+    rc = main(["train", "--no-progress", "--out", str(out), *sets])
     err = capsys.readouterr().err
-    assert rc == 2 and err.count("\n") == 1 and str(label) in err and "truncated" in err.lower()
+    assert rc == 2 and err.count("\n") == 1 and str(label) in err and "(and 1 more file(s) fail the check)" in err, err
     assert not out.exists()
-    rc = main(["train", "--no-progress", "--out", str(out), *voc_sets(voc), "--set", "data.check=false"])
-    capsys.readouterr()
-    assert rc == 2  # without the check the loader still names it, after the folder was made
+    rc = main(["train", "--no-progress", "--out", str(out), *sets, "--set", "data.check=false"])
+    err = capsys.readouterr().err
+    assert rc == 2 and "holds value(s) 40" in err and "fail the check" not in err, err  # without the check: found by the loader...
+    assert (out / "last.pt").is_file() and (out / "config.yaml").is_file()  # ...after iteration 1 was saved

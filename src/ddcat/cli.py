@@ -361,7 +361,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("file")
     p.add_argument("--out", required=True)
     p.add_argument("--quick", action="store_true", help="apply the file's quick: section (a smoke run)")
-    p.add_argument("--list", action="store_true", help="print one line per run: its index, id, ddcat train and ddcat eval commands")
+    p.add_argument("--list", action="store_true", help="print one line per run (line I+1: the run of index I): its id, a tab, then its ddcat train, eval and certify commands joined with ' && '")
     p.add_argument("--shard", default=None, metavar="I/N", help="run only the runs whose index is I mod N (a SLURM array task); then: ddcat report OUT")
     common(p)
     p.set_defaults(fn=cmd_experiment)
