@@ -683,3 +683,43 @@ def test_lock_file_is_removed_when_flock_fails(existed, tmp_path, monkeypatch):
             pass
     assert not (out / ".ddcat.lock").exists()
     assert out.exists() == existed
+
+
+# ----------------------------------------------------------------------------- out of memory
+
+
+OOM_ERRORS = {
+    "cpu-allocator": (lambda: RuntimeError("[enforce fail at alloc_cpu.cpp:117] data. DefaultCPUAllocator: can't allocate memory: "
+                                           "you tried to allocate 68719476736 bytes. Error code 12 (Cannot allocate memory)"), "CPU"),
+    "cuda": (lambda: torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 64.00 GiB. GPU 0 has a total capacity of 79.10 GiB"), "GPU"),
+}
+
+
+@pytest.mark.parametrize("error", list(OOM_ERRORS))
+@pytest.mark.parametrize("command", ["eval", "certify"])
+def test_out_of_memory_in_the_forward_is_one_line(command, error, tmp_path, capsys, monkeypatch, clean_run):
+    """An allocation failure in the model's forward (activity.py): exit 2, one line saying what was
+    being done at which batch and image size and what to lower; no metrics.json / certify.json."""
+    from ddcat.models.segmenter import Segmenter
+
+    make, kind = OOM_ERRORS[error]
+
+    def out_of_memory(self, *args, **kwargs):
+        raise make()
+
+    monkeypatch.setattr(Segmenter, "forward", out_of_memory)
+    monkeypatch.setattr(Segmenter, "forward_heads", out_of_memory)
+    out = tmp_path / "out"
+    if command == "eval":
+        argv = ["eval", "--no-progress", "--checkpoint", clean_run / "last.pt", "--set", "eval.batch_size=2", "--out", out]
+        expected = (f"ddcat: error: out of {kind} memory while evaluating (", "(batch size 2, images 32x32); "
+                    "lower eval.batch_size, or set eval.mode=slide with a smaller eval.crop_size")
+    else:
+        argv = ["certify", "--no-progress", "--checkpoint", clean_run / "last.pt", "--n0", "3", "--num-samples", "60",
+                "--alpha", "0.01", "--batch-size", "5", "--max-images", "1", "--out", out]
+        expected = (f"ddcat: error: out of {kind} memory while certifying image 0 (", "3 + 60 noisy samples) (batch size 5, images 32x32); "
+                    "lower --batch-size, the noisy samples per forward pass")
+    rc, err = run_cli(argv, capsys)
+    line = one_line_error(rc, err)
+    assert line.startswith(expected[0]) and expected[1] in line, line
+    assert not (out / "metrics.json").exists() and not (out / "certify.json").exists() and not out.exists()
