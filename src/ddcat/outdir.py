@@ -75,11 +75,11 @@ def cannot_write(path: Path | str, exc: BaseException) -> DdcatError:
 
 
 def write_text(path: Path | str, text: str) -> None:
-    """Write ``path`` whole or not at all (a temporary file of this process renamed over it, so that
-    processes writing the same file at once do not collide); a failure (a full disk, permissions) is
+    """Write ``path`` whole or not at all (a temporary file of this process and host renamed over it,
+    so that processes writing the same file at once do not collide); a failure (a full disk, permissions) is
     a one-line :class:`DdcatError` naming ``path`` and the cause (:func:`cannot_write`)."""
     path = Path(path)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp = path.with_name(f".{path.name}.{socket.gethostname()}.{os.getpid()}.tmp")  # shards on several hosts may share the folder
     try:
         with open(tmp, "w") as fh:
             fh.write(text)
