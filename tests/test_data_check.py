@@ -68,9 +68,27 @@ def test_each_bad_file_is_named(name, voc):
 
 def test_decompression_bomb_is_refused_from_its_header(voc, monkeypatch):
     image, label = first_pair(voc)
-    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 500)  # a 32x32 image is a "bomb" of 1024 pixels
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 500)  # a 32x32 image is a "bomb" of 1024 pixels (PIL raises above 2 x 500)
     with pytest.raises(DdcatError, match="cannot read image .*decompression bomb"):
         check_pair(image, label, 21)
+
+
+@pytest.mark.parametrize("workers", [1, 4])
+def test_bomb_between_the_limit_and_twice_it_by_explicit_comparison(voc, monkeypatch, workers):
+    """Between MAX_IMAGE_PIXELS and twice it PIL only warns: the check compares width x height itself
+    (thread safe: no warning filter inside the pool) and no warning escapes check_pairs."""
+    import warnings
+
+    pairs = read_list(voc, voc / "list" / "train_aug.txt") * 3  # 12 pairs: the thread pool when workers > 1
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 1000)  # 1024 pixels: above the limit, below twice it
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        with pytest.raises(DdcatError) as err:
+            check_pairs(pairs, 21, progress=False, workers=workers)
+    assert str(err.value).startswith(f"cannot read image {pairs[0][0]}: 32x32 = 1024 pixels exceeds the limit of 1000 pixels")
+    assert "decompression bomb" in str(err.value) and not caught
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 1024)  # exactly at the limit: accepted
+    assert check_pairs(pairs, 21, progress=False, workers=workers)["checked"] == 12
 
 
 def test_end_marker_detection(tmp_path):
@@ -119,24 +137,59 @@ def test_first_failure_in_list_order_with_a_count_of_the_rest(voc):
     assert str(pairs[1][1]) in str(err.value) and "(and 1 more file(s) fail the check)" in str(err.value)
 
 
-def test_cache_lives_outside_the_data_root(voc, monkeypatch, tmp_path):
+def test_cache_location(voc, monkeypatch, tmp_path):
+    """$DDCAT_CACHE when set; else beside the data (<root>/.ddcat-check-cache.json) when the root is
+    writable; else ~/.cache/ddcat (XDG_CACHE_HOME) for a read-only tree."""
+    from ddcat.data.check import check_dataset
+    from ddcat.data.listfile import ListDataset
+
     monkeypatch.setenv("DDCAT_CACHE", str(tmp_path / "c"))
     path = cache_path(voc)
     assert path.parent == tmp_path / "c" / "data-check" and voc not in path.parents
+    monkeypatch.delenv("DDCAT_CACHE")
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
+    assert cache_path(voc) == voc.resolve() / ".ddcat-check-cache.json"
+    dataset = ListDataset(voc, "list/train_aug.txt", 21)
+    assert check_dataset(dataset, progress=False)["checked"] == 4
+    assert (voc / ".ddcat-check-cache.json").is_file()
+    assert check_dataset(dataset, progress=False) == {"pairs": 4, "checked": 0, "cached": 4}
+    assert oct((voc / ".ddcat-check-cache.json").stat().st_mode & 0o777) == oct(0o644)
+    if os.geteuid() != 0:  # root writes anywhere: a read-only tree cannot be made here
+        os.chmod(voc, 0o555)
+        try:
+            assert cache_path(voc) == tmp_path / "xdg" / "ddcat" / "data-check" / cache_path(voc).name
+        finally:
+            os.chmod(voc, 0o755)
+    monkeypatch.setattr(os, "access", lambda path, mode: False)  # a read-only tree, whoever runs the test
+    assert cache_path(voc).parent == tmp_path / "xdg" / "ddcat" / "data-check"
 
 
-def test_train_over_a_corrupt_label_creates_no_run_folder(voc, tmp_path, capsys):
-    """The issue's 'done when': one corrupt label in the training list, no run folder."""
-    _, label = read_list(voc, voc / "list" / "train_aug.txt")[3]
-    _truncate(label)
+def test_train_over_a_corrupt_label_creates_no_run_folder(tmp_path, capsys):
+    """The issue's 'done when': corrupt labels in the training list, no run folder. The labels are
+    two the second iteration loads (not the first), with a checkpoint after every iteration: without
+    the check, iteration 1 would write last.pt and the folder would stay (shown at the end), and the
+    loader's message would lack the check's own phrase (the count of the other failing files)."""
+    from ddcat.config import DEFAULTS
+    from ddcat.training.sampling import ResumableBatchSampler
+
+    root = make_voc_fixture(tmp_path / "VOC", n_train=8, n_val=2, size=32, seed=0)
+    pairs = read_list(root, root / "list" / "train_aug.txt")
+    sampler = ResumableBatchSampler(len(pairs), 4, DEFAULTS["seed"], 0, 2)
+    first = {i for _, i in sampler.keys(0)}
+    second = sorted(i for _, i in sampler.keys(1) if i not in first)
+    for i in second[:2]:
+        Image.fromarray(np.full((32, 32), 40, np.uint8)).save(pairs[i][1])
+    label = pairs[second[0]][1]  # the first failing pair in list order
     out = tmp_path / "run"
-    rc = main(["train", "--no-progress", "--out", str(out), *voc_sets(voc)])
+    sets = [*voc_sets(root, iters=2), "--set", "train.save_every=1", "--set", "data.workers=0"]
+    rc = main(["train", "--no-progress", "--out", str(out), *sets])
     err = capsys.readouterr().err
-    assert rc == 2 and err.count("\n") == 1 and str(label) in err and "truncated" in err.lower()
+    assert rc == 2 and err.count("\n") == 1 and str(label) in err and "(and 1 more file(s) fail the check)" in err, err
     assert not out.exists()
-    rc = main(["train", "--no-progress", "--out", str(out), *voc_sets(voc), "--set", "data.check=false"])
-    capsys.readouterr()
-    assert rc == 2  # without the check the loader still names it, after the folder was made
+    rc = main(["train", "--no-progress", "--out", str(out), *sets, "--set", "data.check=false"])
+    err = capsys.readouterr().err
+    assert rc == 2 and "holds value(s) 40" in err and "fail the check" not in err, err  # without the check: found by the loader...
+    assert (out / "last.pt").is_file() and (out / "config.yaml").is_file()  # ...after iteration 1 was saved
 
 
 def test_check_dataset_applies_the_datasets_own_statement_of_raw_values(voc, monkeypatch, tmp_path):

@@ -148,20 +148,24 @@ def test_list_and_shard(tmp_path, capsys):
     out = tmp_path / "out"
     assert main(["experiment", str(path), "--out", str(out), "--list"]) == 0
     lines = capsys.readouterr().out.splitlines()
-    heads = [line for line in lines if not line.startswith(" ")]
-    assert [h.split()[0] for h in heads] == ["0", "1"]
-    ids = [h.split()[1] for h in heads]
-    assert sum("ddcat train --config" in line for line in lines) == 2 and sum("--transfer-from" in line for line in lines) == 2
+    grid = load_experiment(path)["runs"]
+    assert len(lines) == 2 and all(line.count("\t") == 1 for line in lines)  # one line per run: ID<TAB>commands
+    ids = [line.split("\t")[0] for line in lines]
+    assert ids == [r.id for r in grid]  # line I + 1 is the run of index I (sed -n "$((SLURM_ARRAY_TASK_ID+1))p")
+    commands = [line.split("\t")[1].split(" && ") for line in lines]
+    for run_id, cmds in zip(ids, commands):
+        assert cmds[0] == f"ddcat train --config {out / 'configs' / run_id}.yaml --out {out / 'runs' / run_id}"
+        assert [c.split()[1] for c in cmds] == ["train", "eval", "eval"] and "--transfer-from" in cmds[2]
     assert all((out / "configs" / f"{i}.yaml").is_file() for i in ids) and not (out / "runs").exists()
     from ddcat.cli import build_parser
     from ddcat.config import load_config
 
-    runs = {r.id: r for r in load_experiment(path)["runs"]}
+    runs = {r.id: r for r in grid}
     assert all(load_config(out / "configs" / f"{i}.yaml") == runs[i].cfg for i in ids)  # `ddcat train --config` trains the same run
-    for line in lines:
-        if line.startswith("  ddcat "):
-            _, unknown = build_parser().parse_known_args(line.split()[1:])
-            assert not unknown, line
+    for cmds in commands:
+        for cmd in cmds:
+            _, unknown = build_parser().parse_known_args(cmd.split()[1:])
+            assert not unknown, cmd
     assert main(["experiment", str(path), "--out", str(out), "--shard", "1/2", "--no-progress"]) == 0
     assert "transfer evaluation skipped" in capsys.readouterr().err
     assert (out / "runs" / ids[1] / "last.pt").is_file() and not (out / "runs" / ids[0]).exists()
@@ -169,3 +173,111 @@ def test_list_and_shard(tmp_path, capsys):
     assert list((out / "runs" / ids[0] / "eval").glob("transfer-*.json"))
     for bad in ("2/2", "x", "1/0"):
         assert main(["experiment", str(path), "--out", str(out), "--shard", bad]) == 2
+
+
+def _grid(tmp_path: Path, **evaluation) -> Path:
+    """A 2-run grid (pspnet and deeplabv3 SAT, seed 0, 1 iteration) of tiny_experiment."""
+    spec = yaml.safe_load(tiny_experiment(tmp_path).read_text())
+    spec.update(models={"pspnet": {"model": {"arch": "pspnet"}}, "deeplabv3": {"model": {"arch": "deeplabv3"}}}, methods=["sat"], seeds=[0])
+    spec["set"]["train"]["iters"] = 1
+    spec["evaluation"].update({"strong": [], "steps": [1], "qualitative": 0, **evaluation})
+    path = tmp_path / "grid.yaml"
+    path.write_text(yaml.safe_dump(spec))
+    return path
+
+
+@pytest.mark.parametrize("mode", [[], ["--list"], ["--shard", "0/2"]], ids=["grid", "list", "shard"])
+def test_unknown_strong_attack_is_refused_before_anything_runs(mode, tmp_path, capsys):
+    """Every mode checks evaluation.strong against the attack registry: no shard trains first."""
+    path = _grid(tmp_path, strong=["pgd", "no-such-attack"])
+    out = tmp_path / "out"
+    capsys.readouterr()
+    assert main(["experiment", str(path), "--out", str(out), "--no-progress", *mode]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and "'evaluation.strong' in" in err and str(path) in err and "'no-such-attack'" in err
+    assert not out.exists()
+
+
+@pytest.mark.parametrize("mode", [[], ["--list"], ["--shard", "0/2"]], ids=["grid", "list", "shard"])
+def test_certify_of_an_unknown_run_is_refused_before_anything_runs(mode, tmp_path, capsys):
+    path = _grid(tmp_path, certify={"runs": ["pspnet/ddcat"], "n": 10})
+    out = tmp_path / "out"
+    capsys.readouterr()
+    assert main(["experiment", str(path), "--out", str(out), "--no-progress", *mode]) == 2
+    err = capsys.readouterr().err
+    assert "evaluation.certify.runs in" in err and "pspnet/ddcat" in err and not out.exists()
+
+
+def test_invalid_run_config_names_file_and_run(tmp_path, capsys):
+    spec = yaml.safe_load(_grid(tmp_path).read_text())
+    spec["methods"] = {"sat-bad": {"train": {"method": "sat"}, "attack": {"steps": 0}}}
+    spec["evaluation"]["transfer_from"] = None
+    path = tmp_path / "bad.yaml"
+    path.write_text(yaml.safe_dump(spec))
+    capsys.readouterr()
+    assert main(["experiment", str(path), "--out", str(tmp_path / "out"), "--list"]) == 2
+    err = capsys.readouterr().err
+    assert "'attack.steps' is 0" in err and f"in {path} (run deeplabv3/sat-bad, seed 0)" in err, err  # safe_dump sorts: deeplabv3 first
+
+
+def test_list_and_shard_include_the_certification(tmp_path, capsys):
+    """A run evaluation.certify names gets a `ddcat certify` command in --list, and its shard
+    certifies it (cached as the grid does); the command computes the same certificate."""
+    import torch
+
+    from ddcat.cli import build_parser
+
+    path = _grid(tmp_path, certify={"runs": ["deeplabv3/sat"], "n0": 4, "n": 20, "tau": [0.6], "alpha": 0.1, "batch_size": 10, "max_images": 1})
+    out = tmp_path / "out"
+    capsys.readouterr()
+    assert main(["experiment", str(path), "--out", str(out), "--list"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    certify = [c for line in lines for c in line.split("\t")[1].split(" && ") if c.startswith("ddcat certify")]
+    runs = load_experiment(path)["runs"]
+    target = next(r for r in runs if r.label == "deeplabv3")
+    folder = out / "runs" / target.id
+    assert certify == [f"ddcat certify --checkpoint {folder / 'last.pt'} --sigma 0.25 --n0 4 --num-samples 20 --alpha 0.1 --tau 0.6 "
+                       f"--correction holm --batch-size 10 --seed 0 --max-images 1 --out {folder / 'certify'}"]
+    args = build_parser().parse_args(certify[0].split()[1:])
+    assert (args.n, args.n0, args.tau, args.batch_size) == (20, 4, ["0.6"], 10)
+    index = runs.index(target)
+    assert main(["experiment", str(path), "--out", str(out), "--shard", f"{index}/2", "--no-progress"]) == 0
+    cached = list((folder / "eval").glob("certify-*.json"))
+    assert len(cached) == 1
+    records = json.loads(cached[0].read_text())["records"]
+    assert main(certify[0].split()[1:] + ["--no-progress"]) == 0  # the listed command: the same numbers
+    summary = json.loads((folder / "certify" / "certify.json").read_text())
+    keys = ("certified_pixel_accuracy", "abstain_rate", "radius")
+    assert [{k: r[k] for k in keys} for r in records] == [{k: r[k] for k in keys} for r in summary["records"]]
+    other = next(r for r in runs if r is not target)
+    assert not list((out / "runs" / other.id).glob("eval/certify-*.json"))
+
+
+@pytest.mark.parametrize("listed", ["train_aug", "val"])
+def test_corrupt_label_in_a_grid_creates_no_run_folder(listed, tmp_path, capsys):
+    """The data check runs over the train and val lists of every distinct data config before the
+    first write: a grid (and a shard) over a list with one label cut short (its IEND chunk gone,
+    which the loader itself does not notice: without the check the grid would run to the end) is one
+    line naming it and leaves no output folder."""
+    from conftest import voc_sets
+    from ddcat.data import make_voc_fixture
+
+    root = make_voc_fixture(tmp_path / "VOC", n_train=4, n_val=2, size=32, seed=0)
+    label = root / (root / "list" / f"{listed}.txt").read_text().splitlines()[-1].split()[1]
+    label.write_bytes(label.read_bytes()[:-12])
+    sets = dict(pair.split("=", 1) for pair in voc_sets(root)[1::2])
+    spec = yaml.safe_load(_grid(tmp_path).read_text())
+    spec.pop("base")
+    spec["set"] = {}
+    for key, value in sets.items():
+        section, name = key.split(".")
+        spec["set"].setdefault(section, {})[name] = yaml.safe_load(value)
+    path = tmp_path / "voc-grid.yaml"
+    path.write_text(yaml.safe_dump(spec))
+    for mode in ([], ["--shard", "0/2"]):
+        out = tmp_path / f"out{len(mode)}"
+        capsys.readouterr()
+        assert main(["experiment", str(path), "--out", str(out), "--no-progress", *mode]) == 2
+        err = capsys.readouterr().err
+        assert err.count("\n") == 1 and str(label) in err and "the file is truncated (no IEND chunk)" in err, err
+        assert not out.exists()

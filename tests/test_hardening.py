@@ -164,6 +164,15 @@ def _drop(path: str) -> Callable[[dict], None]:
     return change
 
 
+def _rng(field: str, spoil: Callable) -> Callable[[dict], None]:
+    """Replace ``rng[0][field]`` of a checkpoint by ``spoil(the saved value)``."""
+
+    def change(ckpt: dict) -> None:
+        ckpt["rng"][0][field] = spoil(ckpt["rng"][0][field])
+
+    return change
+
+
 def _wrong_shape(ckpt: dict) -> None:
     key = "heads.main.classifier.weight" if "heads.main.classifier.weight" in ckpt["model"] else next(iter(ckpt["model"]))
     ckpt["model"][key] = torch.zeros(3, 3)
@@ -222,6 +231,14 @@ CASES = [
     Case("resume-no-rng", resume_of(_drop("rng")), "'rng'", absent=(), present=("run/last.pt",)),
     Case("resume-iteration-text", resume_of(_set("iteration", "abc")), "'iteration' must be an integer >= 0, got 'abc'", absent=()),
     Case("resume-iteration-negative", resume_of(_set("iteration", -5)), "got -5", absent=()),
+    # --resume with a crafted random-number state (issue 20 section 3): the shapes, then the contents
+    Case("resume-rng-three-small-tensors", resume_of(_set("rng", [torch.zeros(3, dtype=torch.uint8)] * 3)), "'rng[0]' must be a mapping", absent=(), present=("run/last.pt",)),
+    Case("resume-rng-cpu-zeros", resume_of(_rng("torch", lambda s: torch.zeros_like(s))), "'rng[0].torch' is refused by the generator", absent=(), present=("run/last.pt",)),
+    Case("resume-rng-cpu-short", resume_of(_rng("torch", lambda s: s[:100])), "'rng[0].torch' must be a uint8 tensor of", absent=(), present=("run/last.pt",)),
+    Case("resume-rng-numpy-words", resume_of(_rng("numpy", lambda s: [s[0], s[1][:10], *s[2:]])), "'rng[0].numpy' must hold 624 int64 words", absent=(), present=("run/last.pt",)),
+    Case("resume-rng-numpy-name", resume_of(_rng("numpy", lambda s: ["PCG64", *s[1:]])), "'rng[0].numpy' names generator 'PCG64'", absent=(), present=("run/last.pt",)),
+    Case("resume-rng-python-index", resume_of(_rng("python", lambda s: (s[0], (*s[1][:-1], 625), s[2]))), "'rng[0].python' index must lie in", absent=(), present=("run/last.pt",)),
+    Case("resume-rng-python-short", resume_of(_rng("python", lambda s: (3, (1, 2, 3), None))), "'rng[0].python' must hold 625 integers", absent=(), present=("run/last.pt",)),
     Case("resume-past-iters", resume_of(extra=("--set", "train.iters=1")), "past train.iters=1", absent=(), present=("run/last.pt",)),
 ]
 
@@ -548,3 +565,161 @@ def test_eps_and_alpha_errors_name_the_flag(flag, value, phrase, tmp_path, capsy
     rc, err = run_cli(argv, capsys)
     assert phrase in one_line_error(rc, err)
     assert not (tmp_path / "o").exists()
+
+
+def test_rng_contents_are_restored_into_throwaway_generators():
+    """restore_problem: a saved state passes and the process's generators are untouched; each
+    field a generator refuses is named (also those the shape check would have caught first)."""
+    import random
+
+    import numpy as np
+
+    from ddcat.rngstate import check_rng_state, restore_problem, rng_state_problem
+
+    np_state = np.random.get_state()
+    state = {"torch": torch.get_rng_state(), "numpy": [np_state[0], torch.from_numpy(np_state[1].astype(np.int64)), *np_state[2:]],
+             "python": random.getstate(), "cuda": None}
+    before = (torch.get_rng_state().clone(), np.random.get_state()[1].copy(), random.getstate())
+    assert rng_state_problem(state) is None and restore_problem(state) is None
+    check_rng_state([state], "ck.pt")
+    zeros = {**state, "torch": torch.zeros_like(state["torch"])}
+    assert rng_state_problem(zeros) is None  # the right size: only restoring finds it
+    assert restore_problem(zeros)[0] == "torch"
+    with pytest.raises(Exception, match=r"checkpoint ck.pt: 'rng\[0\].torch' is refused by the generator"):
+        check_rng_state([zeros], "ck.pt")
+    assert restore_problem({**state, "numpy": ["PCG64", *state["numpy"][1:]]})[0] == "numpy"
+    assert restore_problem({**state, "python": (3, (0,) * 624 + (625,), None)})[0] == "python"
+    assert restore_problem({**state, "python": (9, state["python"][1], None)})[0] == "python"
+    after = (torch.get_rng_state(), np.random.get_state()[1], random.getstate())
+    assert torch.equal(before[0], after[0]) and (before[1] == after[1]).all() and before[2] == after[2]
+
+
+# ----------------------------------------------------------------------------- full disk: the file is named
+
+
+class _FullDisk:
+    """A file object whose writes fail as a full disk's do: OSError(ENOSPC) without a file name."""
+
+    def __init__(self, fh):
+        self._fh = fh
+
+    def write(self, data):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    def flush(self):
+        pass
+
+    def close(self):
+        self._fh.close()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+
+def _full_disk_for(name: str):
+    real = open
+
+    def fake_open(path, *args, **kwargs):
+        fh = real(path, *args, **kwargs)
+        return _FullDisk(fh) if Path(path).name.startswith(f".{name}") or Path(path).name == name else fh
+
+    return fake_open
+
+
+@pytest.mark.parametrize("command, module, name", [
+    ("eval", "ddcat.outdir", "metrics.json"),
+    ("report", "ddcat.outdir", "report.md"),
+    ("train", "ddcat.training.trainlog", "train_log.jsonl"),
+])
+def test_full_disk_names_the_file(command, module, name, tmp_path, capsys, monkeypatch, clean_run):
+    """A write failing with ENOSPC and no file name (what write() raises on a full disk) is one line
+    naming the file and the cause; the output folder the command created is gone."""
+    import importlib
+
+    monkeypatch.setattr(importlib.import_module(module), "open", _full_disk_for(name), raising=False)
+    out = tmp_path / "out"
+    argv = {"eval": ["eval", "--no-progress", "--checkpoint", clean_run / "last.pt", "--out", out],
+            "report": ["report", clean_run, "--out", out],
+            "train": train_args(out)}[command]
+    rc, err = run_cli(argv, capsys)
+    line = one_line_error(rc, err)
+    assert line == f"ddcat: error: cannot write {out / name}: no space left on device", line
+    assert not out.exists()
+
+
+def test_an_unnamed_write_failure_names_the_output(tmp_path, capsys, monkeypatch, clean_run):
+    """An OSError without a file name from outside ddcat's writers: the output it was writing below."""
+    from ddcat import evaluation
+
+    def full(*args, **kwargs):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(evaluation, "evaluate_checkpoint", full)
+    out = tmp_path / "out"
+    rc, err = run_cli(["eval", "--no-progress", "--checkpoint", clean_run / "last.pt", "--out", out], capsys)
+    assert one_line_error(rc, err) == f"ddcat: error: no space left on device (while writing below {out})"
+
+
+@pytest.mark.parametrize("existed", [True, False], ids=["folder-existed", "folder-created"])
+def test_lock_file_is_removed_when_flock_fails(existed, tmp_path, monkeypatch):
+    """flock unsupported (ENOLCK, e.g. some network file systems): one line, and the lock file this
+    command created is not left behind, in a folder that existed or one it made."""
+    import fcntl
+
+    from ddcat.errors import DdcatError
+
+    def no_locks(fd, op):
+        raise OSError(errno.ENOLCK, "No locks available")
+
+    out = tmp_path / "out"
+    if existed:
+        out.mkdir()
+    monkeypatch.setattr(fcntl, "flock", no_locks)
+    with pytest.raises(DdcatError, match="cannot lock --out .*No locks available"):
+        with OutputFolder(out):
+            pass
+    assert not (out / ".ddcat.lock").exists()
+    assert out.exists() == existed
+
+
+# ----------------------------------------------------------------------------- out of memory
+
+
+OOM_ERRORS = {
+    "cpu-allocator": (lambda: RuntimeError("[enforce fail at alloc_cpu.cpp:117] data. DefaultCPUAllocator: can't allocate memory: "
+                                           "you tried to allocate 68719476736 bytes. Error code 12 (Cannot allocate memory)"), "CPU"),
+    "cuda": (lambda: torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 64.00 GiB. GPU 0 has a total capacity of 79.10 GiB"), "GPU"),
+}
+
+
+@pytest.mark.parametrize("error", list(OOM_ERRORS))
+@pytest.mark.parametrize("command", ["eval", "certify"])
+def test_out_of_memory_in_the_forward_is_one_line(command, error, tmp_path, capsys, monkeypatch, clean_run):
+    """An allocation failure in the model's forward (activity.py): exit 2, one line saying what was
+    being done at which batch and image size and what to lower; no metrics.json / certify.json."""
+    from ddcat.models.segmenter import Segmenter
+
+    make, kind = OOM_ERRORS[error]
+
+    def out_of_memory(self, *args, **kwargs):
+        raise make()
+
+    monkeypatch.setattr(Segmenter, "forward", out_of_memory)
+    monkeypatch.setattr(Segmenter, "forward_heads", out_of_memory)
+    out = tmp_path / "out"
+    if command == "eval":
+        argv = ["eval", "--no-progress", "--checkpoint", clean_run / "last.pt", "--set", "eval.batch_size=2", "--out", out]
+        expected = (f"ddcat: error: out of {kind} memory while evaluating (", "(batch size 2, images 32x32); "
+                    "lower eval.batch_size, or set eval.mode=slide with a smaller eval.crop_size")
+    else:
+        argv = ["certify", "--no-progress", "--checkpoint", clean_run / "last.pt", "--n0", "3", "--num-samples", "60",
+                "--alpha", "0.01", "--batch-size", "5", "--max-images", "1", "--out", out]
+        expected = (f"ddcat: error: out of {kind} memory while certifying image 0 (", "3 + 60 noisy samples) (batch size 5, images 32x32); "
+                    "lower --batch-size, the noisy samples per forward pass")
+    rc, err = run_cli(argv, capsys)
+    line = one_line_error(rc, err)
+    assert line.startswith(expected[0]) and expected[1] in line, line
+    assert not (out / "metrics.json").exists() and not (out / "certify.json").exists() and not out.exists()

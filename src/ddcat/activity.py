@@ -1,6 +1,6 @@
 """What a command is doing right now, so that an out-of-memory failure can say it (issue 20, section 2).
 
-The training loop and the evaluation engine call :func:`note` once per batch (a dict assignment,
+The training loop, the evaluation engine and the certification call :func:`note` once per batch (per image) (a dict assignment,
 no cost); when an allocation fails, the command line (``ddcat.cli.main``) reads :func:`last` and
 prints one line: what was being done, at which batch size and image size, and which config keys
 lower the memory (:func:`out_of_memory_message`). Nothing here imports torch.
@@ -55,3 +55,5 @@ def out_of_memory_message(exc: BaseException, doing: dict[str, Any] | None = Non
 
 EVAL_REMEDY = "lower eval.batch_size, or set eval.mode=slide with a smaller eval.crop_size"
 TRAIN_REMEDY = "lower train.batch_size (or raise train.accum_steps) or train.crop_size"
+CERTIFY_REMEDY = ("lower --batch-size, the noisy samples per forward pass (evaluation.certify.batch_size in an experiment file; "
+                  "the certificate does not depend on it)")

@@ -171,10 +171,8 @@ def cmd_certify(args: argparse.Namespace) -> int:
         result = certify_checkpoint(checkpoint, plan, args.set or [], args.split, args.device, progress=not args.no_progress)
         if result.ctx.is_main:
             table = certify_table(result.records, result.summary["model"])
-            tmp = out / ".certify.json.tmp"
-            tmp.write_text(json.dumps(result.summary, indent=1) + "\n")
-            tmp.replace(out / "certify.json")
-            (out / "table.txt").write_text(table + "\n")
+            write_text(out / "table.txt", table + "\n")  # certify.json last: it marks a finished certification
+            write_text(out / "certify.json", json.dumps(result.summary, indent=1) + "\n")
             print(table)
             print(f"wrote {out / 'certify.json'}")
     return 0
@@ -223,9 +221,7 @@ def cmd_report(args: argparse.Namespace) -> int:
     results["command"] = " ".join(["ddcat", *sys.argv[1:]])
     with OutputFolder(args.out):
         report = write_report(results, Path(args.out))
-        tmp = Path(args.out) / ".results.json.tmp"
-        tmp.write_text(json.dumps(results, indent=1) + "\n")
-        tmp.replace(Path(args.out) / "results.json")
+        write_text(Path(args.out) / "results.json", json.dumps(results, indent=1) + "\n")
     print(print_tables(results))
     print(f"\nwrote {report}")
     return 0
@@ -378,7 +374,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("file")
     p.add_argument("--out", required=True)
     p.add_argument("--quick", action="store_true", help="apply the file's quick: section (a smoke run)")
-    p.add_argument("--list", action="store_true", help="print one line per run: its index, id, ddcat train and ddcat eval commands")
+    p.add_argument("--list", action="store_true", help="print one line per run (line I+1: the run of index I): its id, a tab, then its ddcat train, eval and certify commands joined with ' && '")
     p.add_argument("--shard", default=None, metavar="I/N", help="run only the runs whose index is I mod N (a SLURM array task); then: ddcat report OUT")
     common(p)
     p.set_defaults(fn=cmd_experiment)
@@ -438,8 +434,10 @@ def main(argv: list[str] | None = None) -> int:
             reason = "no space left on device"
         else:
             reason = exc.strerror or type(exc).__name__
-        target = exc.filename or getattr(args, "out", None) or getattr(args, "output", None)  # a write without a file name: below the output
-        where = f": {target}" if target else ""  # a path from the OS: at most PATH_MAX
+        # every write of ddcat names its file itself (ddcat.outdir.cannot_write); an OSError without a
+        # file name that still gets here came from elsewhere (a library's write): name the output it was under
+        below = getattr(args, "out", None) or getattr(args, "output", None)
+        where = f": {exc.filename}" if exc.filename else (f" (while writing below {below})" if below else "")  # paths: at most PATH_MAX
         print(f"ddcat: error: {reason}{where}", file=sys.stderr)
         return 2
     finally:

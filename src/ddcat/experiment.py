@@ -30,6 +30,7 @@ from ddcat.errors import DdcatError
 from ddcat.evaluation import AttackPlan, evaluate_model, load_inference_model
 from ddcat.evaluation.engine import image_batches, predict
 from ddcat.experiment_file import Run, load_experiment, packaged_config
+from ddcat.outdir import cannot_write, write_text
 from ddcat.runinfo import versions
 
 __all__ = ["Run", "load_experiment", "packaged_config", "run_experiment", "run_experiment_file", "run_demo"]
@@ -58,7 +59,7 @@ def ensure_trained(run: Run, root: Path, device: str | None, progress: bool) -> 
         tic = time.perf_counter()
         train(run.cfg, folder, resume=last.exists(), device=device, progress=progress)
         seconds = time.perf_counter() - tic
-        timing.write_text(json.dumps({"train_seconds": seconds, "label": run.label}) + "\n")
+        write_text(timing, json.dumps({"train_seconds": seconds, "label": run.label}) + "\n")
         reused = False
     return {
         "id": run.id,
@@ -80,10 +81,43 @@ def _cached(folder: Path, kind: str, key: dict[str, Any], compute) -> list[dict[
         return json.loads(path.read_text())["records"]
     records = compute()
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps({"key": key, "records": records}, indent=1))
-    tmp.replace(path)
+    write_text(path, json.dumps({"key": key, "records": records}, indent=1))
     return records
+
+
+def load_checked(path: str | Path, quick: bool = False, sets: list[str] | None = None) -> dict[str, Any]:
+    """The experiment file read and checked whole before anything runs (every ``ddcat experiment``
+    mode: a grid, ``--list``, ``--shard``): ``evaluation.strong`` against the attack registry
+    (:data:`ddcat.attacks.registry.ATTACK_NAMES`) and ``evaluation.certify``'s plan and runs."""
+    from ddcat.attacks.registry import ATTACK_NAMES
+
+    spec = load_experiment(path, quick=quick, sets=sets, attacks=ATTACK_NAMES)
+    certify_plan(spec)
+    return spec
+
+
+def check_data(runs: list[Run], progress: bool = True) -> None:
+    """The data check (:func:`ddcat.data.check.check_config_data`, issue 20) of the train and val
+    lists of every distinct data config of ``runs``, before anything is written: a corrupt file is
+    a one-line error naming it, and no run folder is created. Cached per data root, so a rerun only
+    ``stat``s the files."""
+    from ddcat.data.check import check_config_data
+
+    seen: set[str] = set()
+    for run in runs:
+        key = json.dumps(run.cfg["data"], sort_keys=True)
+        if key in seen:
+            continue
+        seen.add(key)
+        for split in ("train", "val"):
+            check_config_data(run.cfg, split, progress=progress)
+
+
+def certify_run(run: Run, plan: CertifyPlan, ev: dict[str, Any], out: Path, model: Any, ctx: DistContext, progress: bool) -> list[dict[str, Any]]:
+    """``evaluation.certify`` of one run, cached in ``OUT/runs/ID/eval/certify-HASH.json``."""
+    key = {"run": run.id, "certify_version": plan.version, **{k: v for k, v in ev["certify"].items() if k not in ("runs", "seeds")}}
+    return _cached(out / "runs" / run.id, "certify", key,
+                   lambda: certify_model(model, run.cfg, plan, "val", ctx, progress, "certify", seed=run.seed))
 
 
 def certify_plan(spec: dict[str, Any]) -> tuple[CertifyPlan | None, list[Run]]:
@@ -107,10 +141,11 @@ def certify_plan(spec: dict[str, Any]) -> tuple[CertifyPlan | None, list[Run]]:
 
 def run_experiment(spec: dict[str, Any], out: Path, device: str | None = None, progress: bool = True) -> dict[str, Any]:
     plan, to_certify = certify_plan(spec)
+    runs: list[Run] = spec["runs"]
+    check_data(runs, progress)  # before the first write: bad data leaves no run folder
     out.mkdir(parents=True, exist_ok=True)
     dev = pick_device(device)
     ev = spec["evaluation"]
-    runs: list[Run] = spec["runs"]
     started = time.time()
     say = (lambda msg: print(msg, flush=True)) if progress else (lambda msg: None)
 
@@ -131,10 +166,7 @@ def run_experiment(spec: dict[str, Any], out: Path, device: str | None = None, p
     certifications = []
     for i, run in enumerate(to_certify, 1):
         say(f"[certify {i}/{len(to_certify)}] {run.label} {run.method} seed {run.seed}")
-        key = {"run": run.id, "certify_version": plan.version, **{k: v for k, v in ev["certify"].items() if k not in ("runs", "seeds")}}
-        records = _cached(out / "runs" / run.id, "certify", key,
-                          lambda: certify_model(models[run.id], run.cfg, plan, "val", ctx, progress, "certify", seed=run.seed))
-        certifications.append(_evaluation(run, "certify", records))
+        certifications.append(_evaluation(run, "certify", certify_run(run, plan, ev, out, models[run.id], ctx, progress)))
 
     results: dict[str, Any] = {
         "experiment": spec["name"],
@@ -221,25 +253,24 @@ def write_qualitative(runs: list[Run], models: dict[str, Any], out: Path, ev: di
         arrays[f"pred_clean/{arch}/{method}"] = predict(model, images).cpu().numpy()
         arrays[f"pred_adv/{arch}/{method}"] = predict(model, adv).cpu().numpy()
         arrays.setdefault("adversarial", arrays[f"adversarial/{arch}/{method}"])
-    np.savez_compressed(out / "qualitative.npz", **arrays)
+    try:
+        np.savez_compressed(out / "qualitative.npz", **arrays)
+    except OSError as exc:
+        raise cannot_write(out / "qualitative.npz", exc) from None
     return "qualitative.npz"
 
 
 def finish(results: dict[str, Any], out: Path) -> None:
     from ddcat.reporting.report import print_tables, write_report
 
-    tmp = out / "results.json.tmp"
-    tmp.write_text(json.dumps(results, indent=1) + "\n")
-    tmp.replace(out / "results.json")
+    write_text(out / "results.json", json.dumps(results, indent=1) + "\n")
     report = write_report(results, out)
     print(print_tables(results))
     print(f"\nwrote {out / 'results.json'} and {report}")
 
 
 def run_experiment_file(path: str | Path, out: Path, sets: list[str] | None = None, device: str | None = None, progress: bool = True, quick: bool = False) -> dict[str, Any]:
-    from ddcat.evaluation.settings import EVAL_ATTACKS  # the lead: attacks/registry.py's list once it lands
-
-    spec = load_experiment(path, quick=quick, sets=sets, attacks=EVAL_ATTACKS)
+    spec = load_checked(path, quick=quick, sets=sets)
     results = run_experiment(spec, out, device, progress)
     finish(results, out)
     return results
@@ -268,39 +299,57 @@ def eval_commands(run: Run, runs: list[Run], out: Path, ev: dict[str, Any]) -> l
     return lines
 
 
+def certify_command(run: Run, plan: CertifyPlan, out: Path) -> str:
+    """The ``ddcat certify`` line of a run ``evaluation.certify`` names, into ``OUT/runs/ID/certify``
+    (``--num-samples``: ``--n`` is torchrun's own flag)."""
+    folder = out / "runs" / run.id
+    taus = " ".join(f"--tau {t!r}" for t in plan.taus)
+    return (f"ddcat certify --checkpoint {folder / 'last.pt'} --sigma {plan.sigma!r} --n0 {plan.n0} --num-samples {plan.n} "
+            f"--alpha {plan.alpha!r} {taus} --correction {plan.correction} --batch-size {plan.batch_size} --seed {run.seed} "
+            f"--max-images {plan.max_images} --out {folder / 'certify'}")
+
+
 def list_runs(path: str | Path, out: Path, sets: list[str] | None = None, quick: bool = False) -> str:
-    """``ddcat experiment FILE --out OUT --list``: one line per run, ``INDEX ID``, then its exact
-    ``ddcat train`` and ``ddcat eval`` commands (indented). The train command reads the run's full
-    config, written to ``OUT/configs/ID.yaml`` (the only file --list writes)."""
+    """``ddcat experiment FILE --out OUT --list``: one line per run, in grid order (line I + 1 is the
+    run of index I: a SLURM array task picks its own with ``sed -n "$((SLURM_ARRAY_TASK_ID+1))p"``):
+    the run id, a tab, then its exact ``ddcat train``, ``ddcat eval`` and (for the runs
+    ``evaluation.certify`` names) ``ddcat certify`` commands joined with `` && ``. The train command
+    reads the run's full config, written to ``OUT/configs/ID.yaml`` (the only file --list writes)."""
     import yaml
 
-    spec = load_experiment(path, quick=quick, sets=sets)
+    spec = load_checked(path, quick=quick, sets=sets)
+    plan, to_certify = certify_plan(spec)
+    certified = {r.id for r in to_certify}
     runs, ev = spec["runs"], spec["evaluation"]
     lines = []
-    for i, run in enumerate(runs):
+    for run in runs:
         config = out / "configs" / f"{run.id}.yaml"
         config.parent.mkdir(parents=True, exist_ok=True)
-        tmp = config.with_name(f".{config.name}.tmp")
-        tmp.write_text(yaml.safe_dump(run.cfg, sort_keys=False))
-        tmp.replace(config)
-        lines.append(f"{i} {run.id}")
-        lines.append(f"  ddcat train --config {config} --out {out / 'runs' / run.id}")
-        lines += [f"  {cmd}" for cmd in eval_commands(run, runs, out, ev)]
+        write_text(config, yaml.safe_dump(run.cfg, sort_keys=False))
+        commands = [f"ddcat train --config {config} --out {out / 'runs' / run.id}", *eval_commands(run, runs, out, ev)]
+        if plan is not None and run.id in certified:
+            commands.append(certify_command(run, plan, out))
+        lines.append(f"{run.id}\t{' && '.join(commands)}")
     return "\n".join(lines)
 
 
 def run_shard(path: str | Path, out: Path, index: int, count: int, sets: list[str] | None = None,
               device: str | None = None, progress: bool = True, quick: bool = False) -> list[str]:
-    """``ddcat experiment FILE --out OUT --shard I/N``: train and evaluate the runs of shard I (see
-    :func:`select_shard`), each under the lock of its own run folder, so shards share ``OUT``. A
+    """``ddcat experiment FILE --out OUT --shard I/N``: train and evaluate (and certify, for the runs
+    ``evaluation.certify`` names) the runs of shard I (see :func:`select_shard`), each under the lock
+    of its own run folder, so shards share ``OUT``. The whole file (attacks against the registry,
+    the certification's plan) and the shard's data are checked before the first write. A
     transfer evaluation whose substitutes are not trained yet is skipped and named: run the shards
     again once all have trained (finished runs and evaluations are reused), then ``ddcat report OUT``.
     Returns the ids of the runs this shard handled."""
     from ddcat.outdir import OutputFolder
 
-    spec = load_experiment(path, quick=quick, sets=sets)
+    spec = load_checked(path, quick=quick, sets=sets)  # an unknown attack or certify run: refused before any training
+    plan, to_certify = certify_plan(spec)
+    certified = {r.id for r in to_certify}
     runs, ev = spec["runs"], spec["evaluation"]
     mine = select_shard(runs, index, count)
+    check_data(mine, progress)  # before the first write: bad data leaves no run folder
     dev = pick_device(device)
     ctx = DistContext(device=dev)
     say = (lambda msg: print(msg, flush=True)) if progress else (lambda msg: None)
@@ -322,6 +371,8 @@ def run_shard(path: str | Path, out: Path, index: int, count: int, sets: list[st
                       "run this shard again when every shard has trained", file=sys.stderr)
                 subs = []
             evaluate_run(run, subs, out, ev, model_of, ctx, progress)
+            if plan is not None and run.id in certified:
+                certify_run(run, plan, ev, out, model_of(run), ctx, progress)
     return [r.id for r in mine]
 
 

@@ -156,9 +156,19 @@ def _extra_runs(spec: dict[str, Any], base: dict[str, Any], seeds: list[int], pa
         for seed in entry.get("seeds", seeds):
             cfg = merge(base, entry.get("set") or {}, where=f" in {where}")
             cfg = merge(cfg, {"seed": int(seed), "train": {"method": entry["method"]}}, where=f" in {where}")
-            validate(cfg)
+            _validate(cfg, f"{where} ({entry['label']}/{entry['method']}, seed {seed})")
             runs.append(Run(entry["label"], entry["method"], int(seed), cfg))
     return runs
+
+
+def _validate(cfg: dict[str, Any], where: str) -> None:
+    """:func:`ddcat.config.validate` of one run's full config; its one-line error names the
+    experiment file and the run (its values may come from the base config, ``set``, the model
+    variant or the method)."""
+    try:
+        validate(cfg)
+    except DdcatError as exc:
+        raise DdcatError(f"{exc}, in {where}") from None
 
 
 QUICK_KEYS = ("set", "seeds", "evaluation")
@@ -239,7 +249,7 @@ def load_experiment(path: str | Path, quick: bool = False, sets: list[str] | Non
                 cfg = merge(base, overrides or {}, where=f" in {path} (models.{label})")
                 cfg = merge(cfg, method_overrides or {}, where=f" in {path} (methods.{method})")
                 cfg = merge(cfg, {"seed": int(seed), "train": {"method": name}}, where=f" in {path}")
-                validate(cfg)
+                _validate(cfg, f"{path} (run {label}/{method}, seed {seed})")
                 runs.append(Run(label, method, int(seed), cfg))
     runs += _extra_runs(spec, base, seeds, path)
     evaluation = check_evaluation(evaluation, path, "evaluation", attacks, spec["methods"])

@@ -68,10 +68,18 @@ def os_reason(exc: BaseException) -> str:
     return getattr(exc, "strerror", None) or str(exc) or type(exc).__name__
 
 
-def write_text(path: Path, text: str) -> None:
-    """Write ``path`` whole or not at all (a temporary file renamed over it); a failure (a full
-    disk, permissions) is a one-line :class:`DdcatError` naming ``path`` and the cause."""
-    tmp = path.with_name(f".{path.name}.tmp")
+def cannot_write(path: Path | str, exc: BaseException) -> DdcatError:
+    """The one-line error of a failed write of ``path``: ``cannot write PATH: no space left on device``
+    (the path is named even when the OSError carries no file name, as a full disk's write() does)."""
+    return DdcatError(f"cannot write {path}: {os_reason(exc)}")
+
+
+def write_text(path: Path | str, text: str) -> None:
+    """Write ``path`` whole or not at all (a temporary file of this process and host renamed over it,
+    so that processes writing the same file at once do not collide); a failure (a full disk, permissions) is
+    a one-line :class:`DdcatError` naming ``path`` and the cause (:func:`cannot_write`)."""
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.{socket.gethostname()}.{os.getpid()}.tmp")  # shards on several hosts may share the folder
     try:
         with open(tmp, "w") as fh:
             fh.write(text)
@@ -82,7 +90,7 @@ def write_text(path: Path, text: str) -> None:
             os.unlink(tmp)
         except OSError:
             pass
-        raise DdcatError(f"cannot write {path}: {os_reason(exc)}") from None
+        raise cannot_write(path, exc) from None
 
 
 RUN_CHECKPOINTS = ("last.pt", "last.prev.pt")
@@ -129,16 +137,27 @@ class OutputFolder:
     def _acquire(self) -> None:
         lock = self.path / LOCK_NAME
         while True:
+            created = False  # whether this call made the lock file (then only it may remove it on failure)
             try:
-                fd = os.open(lock, os.O_RDWR | os.O_CREAT, 0o644)
+                try:
+                    fd = os.open(lock, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o644)
+                    created = True
+                except FileExistsError:
+                    fd = os.open(lock, os.O_RDWR)
+            except FileNotFoundError:
+                continue  # its holder removed it between the two opens: try again
             except OSError as exc:
                 raise DdcatError(f"cannot lock {self.what} {self.path}: {os_reason(exc)} (creating {lock})") from None
             try:
                 fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
             except OSError as exc:
-                os.close(fd)
                 if exc.errno not in (errno.EAGAIN, errno.EACCES, errno.EWOULDBLOCK):
-                    raise DdcatError(f"cannot lock {self.what} {self.path}: {exc.strerror}") from None
+                    if created:  # flock unsupported here (ENOLCK, EINVAL...): no lock file is left behind
+                        _remove_lock(lock, fd)
+                    else:
+                        os.close(fd)
+                    raise DdcatError(f"cannot lock {self.what} {self.path}: {os_reason(exc)} ({lock})") from None
+                os.close(fd)
                 raise DdcatError(f"{self.what} {self.path} is in use by another ddcat process ({holder(lock)}); wait for it or choose another folder") from None
             try:
                 same = os.fstat(fd).st_ino == os.stat(lock).st_ino

@@ -4,15 +4,22 @@
 int64 tensor of 624 words, pos, has_gauss, cached_gaussian], "python": (version, 625 ints, gauss),
 "cuda": uint8 tensor or None}`` (written by ``training/loop.py``). ``torch.set_rng_state`` and
 friends fail on a crafted value with a traceback (``Expected a CPUGeneratorImplState of size
-5056``); :func:`check_rng_state` names the checkpoint and the field instead, before anything is written.
+5056``, ``Invalid mt19937 state``); :func:`check_rng_state` names the checkpoint and the field
+instead, before anything is written: first the shapes (:func:`rng_state_problem`), then the contents,
+by restoring every state into a throwaway generator (a CPU ``torch.Generator``, a
+``numpy.random.RandomState``, a ``random.Random`` and, where CUDA is present, a CUDA
+``torch.Generator``), so that a state of the right size whose content a generator refuses (a CPU
+state of 5056 zero bytes) is refused here too, and the process's own generators are never touched.
 """
 
 from __future__ import annotations
 
 import numbers
+import random
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 
 from ddcat.errors import DdcatError, show
@@ -66,7 +73,7 @@ def rng_state_problem(state: Any) -> tuple[str, str] | None:
         return "python", f"version must be 3, got {show(version)}"
     if not isinstance(internal, (list, tuple)) or len(internal) != MT_WORDS + 1 or not all(_is_int(v) and 0 <= v < 2**32 for v in internal):
         return "python", f"must hold {MT_WORDS + 1} integers in 0..2^32-1, got {_describe(internal)}"
-    if not 1 <= internal[-1] <= MT_WORDS:  # random.setstate's index; 0 is refused by CPython
+    if not 1 <= internal[-1] <= MT_WORDS:  # random.setstate's index: a saved state holds 1..624 (625 is refused by CPython)
         return "python", f"index must lie in 1..{MT_WORDS}, got {show(internal[-1])}"
     if gauss_next is not None and not isinstance(gauss_next, numbers.Real):
         return "python", f"gauss_next must be null or a number, got {show(gauss_next)}"
@@ -81,13 +88,34 @@ def _describe(value: Any) -> str:
     return show(value)
 
 
+def restore_problem(state: dict[str, Any]) -> tuple[str, str] | None:
+    """``(field, what is wrong)`` when a generator refuses the content of a state that
+    :func:`rng_state_problem` accepted, found by restoring it into throwaway generators exactly as
+    ``training/loop.py`` restores it into the process's own; ``None`` when every one accepts it."""
+    attempts = [
+        ("torch", lambda: torch.Generator().set_state(state["torch"])),
+        ("numpy", lambda: np.random.RandomState().set_state(
+            (state["numpy"][0], state["numpy"][1].numpy().astype(np.uint32), *state["numpy"][2:]))),
+        ("python", lambda: random.Random().setstate(state["python"])),
+    ]
+    if state.get("cuda") is not None and torch.cuda.is_available():
+        attempts.append(("cuda", lambda: torch.Generator(device="cuda").set_state(state["cuda"])))
+    for field, restore in attempts:
+        try:
+            restore()
+        except (RuntimeError, ValueError, TypeError, OverflowError) as exc:
+            reason = (str(exc).splitlines() or [type(exc).__name__])[0][:120]
+            return field, f"is refused by the generator ({show(reason)})"
+    return None
+
+
 def check_rng_state(states: Any, path: str | Path) -> None:
     """A one-line :class:`DdcatError` naming ``path`` and the field unless ``states`` (the
     checkpoint's ``rng``: one state per process) can be restored as written."""
     if not isinstance(states, list) or not states:
         raise DdcatError(f"checkpoint {path}: 'rng' (the random-number state) is missing or malformed")
     for rank, state in enumerate(states):
-        problem = rng_state_problem(state)
+        problem = rng_state_problem(state) or restore_problem(state)
         if problem is not None:
             field, what = problem
             where = f"rng[{rank}]" + (f".{field}" if field else "")

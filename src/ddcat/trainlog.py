@@ -10,6 +10,8 @@ import json
 from pathlib import Path
 from typing import Any
 
+from ddcat.outdir import cannot_write
+
 LOG_NAME = "train_log.jsonl"
 
 # Keys of a record. Every method logs ITER, LR, TIME, LOSS and its loss terms; DDC-AT adds the
@@ -53,14 +55,22 @@ def truncated_text(path: str | Path, iteration: int) -> str:
 
 
 class LogWriter:
-    """Appends records, flushed at once, so that a kill loses at most the line being written."""
+    """Appends records, flushed at once, so that a kill loses at most the line being written. A
+    failed open or write (a full disk) is a one-line error naming the log (:func:`ddcat.outdir.cannot_write`)."""
 
     def __init__(self, path: str | Path) -> None:
-        self._fh = open(path, "a", encoding="utf-8")
+        self.path = Path(path)
+        try:
+            self._fh = open(self.path, "a", encoding="utf-8")
+        except OSError as exc:
+            raise cannot_write(self.path, exc) from None
 
     def write(self, record: dict[str, Any]) -> None:
-        self._fh.write(json.dumps(record) + "\n")
-        self._fh.flush()
+        try:
+            self._fh.write(json.dumps(record) + "\n")
+            self._fh.flush()
+        except OSError as exc:
+            raise cannot_write(self.path, exc) from None
 
     def close(self) -> None:
         self._fh.close()

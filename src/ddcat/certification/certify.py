@@ -36,6 +36,7 @@ import torch
 from torch import nn
 from tqdm import tqdm
 
+from ddcat import activity
 from ddcat.certification.smoothing import CORRECTIONS, binomial_log_sf_table, certified_radius, min_samples, reject
 from ddcat.constants import IGNORE_INDEX
 from ddcat.distributed import DistContext, all_reduce_sum
@@ -294,6 +295,8 @@ def certify_dataset(
     bar = tqdm(total=total, desc=desc, disable=not (progress and ctx.is_main), dynamic_ncols=True, leave=False)
     for index, image, label in _images(dataset, ctx.rank, ctx.world, plan.max_images):
         images, labels = evaluation_inputs(model, image.unsqueeze(0).to(device), label.unsqueeze(0).to(device))
+        activity.note(f"certifying image {index} ({desc}: {plan.n0} + {plan.n} noisy samples)", min(plan.batch_size, max(plan.n0, plan.n)),
+                      images.shape[-2:], activity.CERTIFY_REMEDY)
         cert = certify_image(model, images[0], labels[0], index, plan, seed, num_classes)
         sm = abstain_confusion(cert.smoothed, cert.labels, num_classes)
         smoothed += sm

@@ -5,8 +5,9 @@ a decompression bomb used to be found when the sample was first loaded, after th
 config, log and first checkpoint had been written. :func:`check_pairs` finds them up front:
 
 * every image and label **header** is opened with PIL (format, size, mode; no pixel decoded), so a
-  file PIL cannot identify, a bomb (more than ``Image.MAX_IMAGE_PIXELS`` pixels), a label that is
-  not single-channel or an image / label size mismatch is found;
+  file PIL cannot identify, a bomb (width x height above ``Image.MAX_IMAGE_PIXELS``, compared
+  explicitly: no warning filter is changed inside the thread pool), a label that is not
+  single-channel or an image / label size mismatch is found;
 * a PNG or JPEG whose **end marker** is missing (``IEND`` / ``FFD9``: the file was cut short) is
   found by reading its last bytes;
 * each label of at most :data:`DECODE_LABEL_PIXELS` pixels is **decoded** and its values checked with
@@ -16,8 +17,9 @@ config, log and first checkpoint had been written. :func:`check_pairs` finds the
 
 Files are checked in a thread pool (PIL releases the GIL while it inflates), with a progress bar.
 Results are cached by ``(path, size, mtime_ns)`` and the number of classes in the JSON file
-:func:`cache_path` names, so a second run over the same data only ``stat``s every file. A failed
-file is never cached. A file that goes bad after the check is still caught when it is loaded.
+:func:`cache_path` names (``<data root>/.ddcat-check-cache.json`` when the data root is writable,
+else under ``~/.cache/ddcat``), so a second run over the same data only ``stat``s every file. A
+failed file is never cached. A file that goes bad after the check is still caught when it is loaded.
 """
 
 from __future__ import annotations
@@ -29,7 +31,7 @@ import tempfile
 import warnings
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Iterable, Sequence
+from typing import Sequence
 
 from PIL import Image, UnidentifiedImageError
 
@@ -65,16 +67,18 @@ def truncated(path: Path, fmt: str | None) -> bool:
 
 
 def _header(path: Path, kind: str) -> tuple[str | None, str, tuple[int, int]]:
-    """(format, mode, (width, height)) of an image file without decoding it; DdcatError naming it."""
+    """(format, mode, (width, height)) of an image file without decoding it; DdcatError naming it.
+    A decompression bomb is refused by comparing its pixel count with ``Image.MAX_IMAGE_PIXELS``
+    (PIL itself raises above twice that); safe in the thread pool (no warning filter is touched)."""
     try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("error", Image.DecompressionBombWarning)
-            with Image.open(path) as img:
-                info = (img.format, img.mode, img.size)
-    except Image.DecompressionBombWarning as exc:
-        raise DdcatError(f"cannot read {kind} {path}: {_reason(exc)}") from None
+        with Image.open(path) as img:
+            info = (img.format, img.mode, img.size)
     except _PIL_ERRORS as exc:
         raise DdcatError(f"cannot read {kind} {path}: {_reason(exc)}") from None
+    (width, height), limit = info[2], Image.MAX_IMAGE_PIXELS
+    if limit is not None and width * height > limit:
+        raise DdcatError(f"cannot read {kind} {path}: {width}x{height} = {width * height} pixels exceeds the limit of "
+                         f"{int(limit)} pixels (a possible decompression bomb; PIL.Image.MAX_IMAGE_PIXELS)")
     try:
         cut = truncated(path, info[0])
     except OSError as exc:
@@ -93,10 +97,8 @@ def check_pair(image: Path, label: Path, num_classes: int, ignore_index: int = I
     if image_size != label_size:
         (iw, ih), (lw, lh) = image_size, label_size
         raise DdcatError(f"image {image} is {iw}x{ih} but label {label} is {lw}x{lh} (width x height)")
-    if label_size[0] * label_size[1] <= DECODE_LABEL_PIXELS:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", Image.DecompressionBombWarning)  # the size was checked above
-            load_label(label, num_classes, ignore_index)
+    if label_size[0] * label_size[1] <= DECODE_LABEL_PIXELS:  # within MAX_IMAGE_PIXELS: checked by _header
+        load_label(label, num_classes, ignore_index)
 
 
 def _stamp(path: Path) -> list[int]:
@@ -104,12 +106,23 @@ def _stamp(path: Path) -> list[int]:
     return [st.st_size, st.st_mtime_ns]
 
 
+CACHE_NAME = ".ddcat-check-cache.json"
+
+
 def cache_path(root: Path) -> Path:
-    """Where the results for the data root ``root`` are kept: ``$DDCAT_CACHE`` (or
-    ``$XDG_CACHE_HOME/ddcat``, ``~/.cache/ddcat``) ``/data-check/<hash of the root>.json``: never
-    inside the data root or ``--out``, so a read-only data tree works and a refused run writes nothing there."""
-    base = os.environ.get("DDCAT_CACHE") or os.path.join(os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache"), "ddcat")
-    digest = hashlib.sha256(str(Path(root).resolve()).encode()).hexdigest()[:16]
+    """Where the check's results for the data root ``root`` are kept: ``$DDCAT_CACHE/data-check/<hash
+    of the root>.json`` when that variable is set; else ``<root>/.ddcat-check-cache.json`` when the
+    data root is writable (the cache goes with the data, and every user of a shared tree profits);
+    else ``$XDG_CACHE_HOME/ddcat`` (``~/.cache/ddcat``) ``/data-check/<hash of the root>.json`` (a
+    read-only tree). Never inside ``--out``: a refused run writes nothing there."""
+    root = Path(root).resolve()
+    digest = hashlib.sha256(str(root).encode()).hexdigest()[:16]
+    if os.environ.get("DDCAT_CACHE"):
+        return Path(os.environ["DDCAT_CACHE"]) / "data-check" / f"{digest}.json"
+    beside = root / CACHE_NAME
+    if root.is_dir() and os.access(root, os.W_OK | os.X_OK) and (not beside.exists() or os.access(beside, os.W_OK)):
+        return beside
+    base = os.path.join(os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache"), "ddcat")
     return Path(base) / "data-check" / f"{digest}.json"
 
 
@@ -127,10 +140,11 @@ def _write_cache(path: Path, files: dict[str, list]) -> None:
     """Best effort, atomic: a cache that cannot be written only costs the next run a full check."""
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=".check.", suffix=".tmp", dir=path.parent)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     except OSError:
         return
     try:
+        os.fchmod(fd, 0o644)  # readable by the other users of a shared data root (mkstemp: 0600)
         with os.fdopen(fd, "w") as fh:
             json.dump({"version": CACHE_VERSION, "files": files}, fh)
         os.replace(tmp, path)
@@ -181,10 +195,14 @@ def check_pairs(
     failures: dict[int, str] = {}
     workers = workers or min(8, (os.cpu_count() or 1) + 2)
     bar = tqdm(total=len(todo), desc=desc, unit="pair", disable=not progress or not todo, dynamic_ncols=True, mininterval=0.5)
-    try:
+    # PIL warns (DecompressionBombWarning) on opening an image above MAX_IMAGE_PIXELS, which _header
+    # refuses by itself: silenced here, in the calling thread, before the pool starts and until it
+    # has ended (catch_warnings swaps process-wide state: never inside the workers)
+    with warnings.catch_warnings(), bar:
+        warnings.simplefilter("ignore", Image.DecompressionBombWarning)
         if workers <= 1 or len(todo) < 8:
-            results: Iterable = map(one, todo)
-            for n, error in zip(todo, results):
+            for n in todo:
+                error = one(n)
                 bar.update(1)
                 if error is not None:
                     failures[n] = error
@@ -194,8 +212,6 @@ def check_pairs(
                     bar.update(1)
                     if error is not None:
                         failures[n] = error
-    finally:
-        bar.close()
     if cache is not None and len(todo) > len(failures):
         for n in todo:
             if n not in failures and stamps[n] is not None:
@@ -230,4 +246,4 @@ def check_config_data(cfg: dict, split: str, progress: bool = True) -> dict[str,
     return check_dataset(build_dataset(cfg, split), progress=progress, desc=f"check {split} data")
 
 
-__all__ = ["DECODE_LABEL_PIXELS", "cache_path", "check_config_data", "check_dataset", "check_pair", "check_pairs", "truncated"]
+__all__ = ["CACHE_NAME", "DECODE_LABEL_PIXELS", "cache_path", "check_config_data", "check_dataset", "check_pair", "check_pairs", "truncated"]

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 from pathlib import Path
 from typing import Any
 
@@ -14,6 +13,7 @@ import numpy as np
 
 from ddcat.data import build_dataset
 from ddcat.errors import DdcatError
+from ddcat.outdir import write_text
 
 CACHE_NAME = "class_counts-{digest}.json"
 
@@ -60,7 +60,5 @@ def training_class_counts(cfg: dict[str, Any], cache_dir: str | Path | None = No
     counts = count_classes(build_dataset(cfg, "train"), cfg["data"]["num_classes"])
     if path is not None:
         path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(f".{os.getpid()}.tmp")  # several processes may write it at once
-        tmp.write_text(json.dumps({"key": key, "counts": counts}) + "\n")
-        tmp.replace(path)
+        write_text(path, json.dumps({"key": key, "counts": counts}) + "\n")  # a temporary per process: several may write it at once
     return counts

@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from ddcat.errors import DdcatError
+from ddcat.outdir import write_text
 from ddcat.reporting import plots
 from ddcat.reporting.card import card_models, card_section, card_text
 from ddcat.reporting.summary import (
@@ -243,9 +244,7 @@ def write_report(results: dict[str, Any], out_dir: str | Path) -> Path:
         md += ["## Figures not drawn", ""] + [f"- {p}" for p in problems] + [""]
 
     path = out_dir / "report.md"
-    tmp = out_dir / "report.md.tmp"
-    tmp.write_text("\n".join(md).rstrip() + "\n")
-    tmp.replace(path)
+    write_text(path, "\n".join(md).rstrip() + "\n")  # a full disk names the file
     return path
 
 
