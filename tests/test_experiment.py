@@ -115,8 +115,8 @@ def test_experiment_eps_accepts_fractions(tmp_path):
     path = tiny_experiment(tmp_path, eps="8/255", alpha="2/255")
     ev = load_experiment(path)["evaluation"]
     assert ev["eps"] == 8 / 255 and ev["alpha"] == 2 / 255
-    assert load_experiment(packaged_config("demo.yaml"))["evaluation"]["strong"][-1] == "sea"
-    assert load_experiment(packaged_config("demo.yaml"), quick=True)["evaluation"]["strong"][-1] == "sea"
+    assert load_experiment(packaged_config("demo.yaml"))["evaluation"]["strong"][-2:] == ["sea", "ensemble"]
+    assert load_experiment(packaged_config("demo.yaml"), quick=True)["evaluation"]["strong"][-2:] == ["sea", "ensemble"]
     with pytest.raises(DdcatError, match="evaluation.eps"):
         load_experiment(tiny_experiment(tmp_path, eps="a lot"))
     with pytest.raises(DdcatError, match="sea_iters"):
