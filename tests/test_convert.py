@@ -244,11 +244,13 @@ def test_converted_logits_equal_the_paper_code_forward(name, tmp_path):
     torch.testing.assert_close(ours, theirs, rtol=1e-4, atol=1e-4 * theirs.abs().max().item())
 
 
-def test_converted_checkpoint_exports_and_serves_as_transfer_source(tmp_path):
+def test_converted_checkpoint_exports_and_serves_as_transfer_source(tmp_path, capsys):
     src = paper_checkpoint(tmp_path / "paper.pth", "pspnet_ddcat")
     out = tmp_path / "c.pt"
     assert main(["convert", str(src), str(out), "--set", "data.root=/data/VOC2012"]) == 0
     ckpt = torch.load(out, weights_only=True)
+    spec = ckpt["model_spec"]
+    assert capsys.readouterr().out == f"wrote {out} ({spec['arch']} {spec['backbone']}, 21 classes with DDC-AT's f_a and f_m; protocol: paper)\n"
     assert ckpt["config"]["train"]["method"] == "ddcat" and ckpt["config"]["data"]["root"] == "/data/VOC2012"
     assert ckpt["model_spec"]["options"]["dilation"] == "paper"
     export_main_branch(out, tmp_path / "plain.pt")
