@@ -191,6 +191,14 @@ def test_experiment_file_with_a_user_model(tmp_path):
     assert cli_main(["experiment", str(exp), "--out", str(tmp_path / "out2"), "--no-progress"]) == 0
     results = json.loads((tmp_path / "out2" / "results.json").read_text())
     assert sorted(e["arch"] for e in results["evaluations"]) == ["eighth", "tv"]
+    # a fresh process reuses the trained runs: it loads their checkpoints trusting the factories the
+    # experiment's configs name (no --trust-factory, no training in that process to vouch for them)
+    (tmp_path / "out2" / "results.json").unlink()
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": os.pathsep.join([str(TESTS.parent / "src"), str(TESTS), os.environ.get("PYTHONPATH", "")])}
+    proc = subprocess.run([sys.executable, "-m", "ddcat", "experiment", str(exp), "--out", str(tmp_path / "out2"), "--no-progress"],
+                          capture_output=True, text=True, env=env, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    assert [r["reused"] for r in json.loads((tmp_path / "out2" / "results.json").read_text())["runs"]] == [True, True]
 
 
 def test_resumed_user_model_run_ends_with_the_same_weights(tmp_path):
