@@ -144,7 +144,7 @@ def test_export_main_branch(tmp_path, ddcat_run):
 def test_export_cli(tmp_path, ddcat_run, capsys):
     dst = tmp_path / "out" / "main.pt"
     assert main(["export", str(ddcat_run / "last.pt"), str(dst)]) == 0
-    assert str(dst) in capsys.readouterr().out
+    assert capsys.readouterr().out == f"wrote {dst} (main branch only, loads into the plain model)\n"
     check_export(ddcat_run / "last.pt", dst)
 
 
@@ -166,3 +166,39 @@ def test_export_cli_errors(tmp_path, capsys):
     bad.write_bytes(b"PK\x03\x04 broken zip" * 4)
     assert main(["export", str(bad), str(dst)]) == 2
     assert "bad.pt" in capsys.readouterr().err and not dst.exists()
+
+
+# ----------------------------------------------------------------------------- the spec kinds
+
+
+def test_each_spec_kind_checks_builds_and_describes_itself(ddcat_run):
+    from ddcat.checkpoint import OwnModelSpec, UserModelSpec, config_spec, spec_of
+    from ddcat.checkpoint.spec import read_spec
+    from ddcat.config import load_config
+
+    fields = load_checkpoint(ddcat_run / "last.pt")["model_spec"]
+    own = spec_of(fields)
+    assert type(own) is OwnModelSpec and not own.unused_parameters
+    assert own.describe() == f"{fields['arch']} {fields['backbone']}, {NUM_CLASSES} classes with DDC-AT's f_a and f_m"
+    assert OwnModelSpec(dict(fields, ddc=False)).describe() == f"{fields['arch']} {fields['backbone']}, {NUM_CLASSES} classes"
+    assert own.export_note() == "main branch only, loads into the plain model"
+    assert set(own.skeleton()) == set(own.build().state_dict())  # meta shapes: the model's own keys
+    assert all(t.is_meta for t in own.skeleton().values())
+
+    cfg = load_config(None, ["model.factory=pkg.mod:build", "model.kwargs={depth: 2}", "data.num_classes=5"])
+    user = config_spec(cfg, ddc=False)
+    assert type(user) is UserModelSpec and user.unused_parameters
+    assert user.fields == {"factory": "pkg.mod:build", "kwargs": {"depth": 2}, "num_classes": 5, "ddc": False, "ddc_head": None, "normalize": None}
+    assert user.describe() == "model.factory 'pkg.mod:build', 5 classes"
+    assert user.export_note() == "state dict of pkg.mod:build's model, without DDC-AT's heads"
+    assert type(read_spec(user.fields, "u.pt")) is UserModelSpec and type(read_spec(fields, "o.pt")) is OwnModelSpec
+
+    for raw, message in (
+        ([1], r"u\.pt: 'model_spec' must be a mapping, got list"),
+        ({"factory": 3}, r"u\.pt: 'model_spec\.factory' must be a string"),
+        (dict(user.fields, num_classes=300), r"'model_spec\.num_classes' must be an integer in \[2, 255\]"),
+        ({"arch": "pspnet"}, r"u\.pt: 'model_spec' lacks backbone, num_classes, ddc, options"),
+        (dict(fields, options={"huge": 1}), r"unknown model option\(s\) 'huge'"),
+    ):
+        with pytest.raises(DdcatError, match=message):
+            read_spec(raw, "u.pt")

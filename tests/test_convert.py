@@ -294,11 +294,15 @@ def test_every_head_equals_the_paper_code_in_train_and_eval_mode(name, mode, tmp
         assert not torch.allclose(ours["main"], ours["deep_sup"]) and (not ddc or not torch.allclose(ours["main"], ours["auxiliary"]))
 
 
-def test_converted_checkpoint_exports_and_serves_as_transfer_source(tmp_path):
+def test_converted_checkpoint_exports_and_serves_as_transfer_source(tmp_path, capsys):
     src = paper_checkpoint(tmp_path / "paper.pth", "pspnet_ddcat")
     out = tmp_path / "c.pt"
     assert main(["convert", str(src), str(out), "--set", "data.root=/data/VOC2012"]) == 0
     ckpt = torch.load(out, weights_only=True)
+    spec = ckpt["model_spec"]
+    cfg = ckpt["config"]
+    assert capsys.readouterr().out == (f"wrote {out} ({spec['arch']} {spec['backbone']}, 21 classes with DDC-AT's f_a and f_m; config from "
+                                       f"{ckpt['converted_from']['base_config']}: voc, protocol: paper, crop {cfg['train']['crop_size']})\n")
     assert ckpt["config"]["train"]["method"] == "ddcat" and ckpt["config"]["data"]["root"] == "/data/VOC2012"
     assert ckpt["model_spec"]["options"]["dilation"] == "paper"
     export_main_branch(out, tmp_path / "plain.pt")

@@ -17,6 +17,8 @@ import yaml
 
 from ddcat.checkpoint import load_checkpoint, load_model
 from ddcat.cli import main as cli_main
+from ddcat.errors import DdcatError
+from ddcat.models.user import Trust
 
 transformers = pytest.importorskip("transformers")
 
@@ -98,7 +100,8 @@ def test_segformer_sat_and_ddcat_train(segformer):
 
 def test_segformer_clean_bim_pgd_eval_from_the_checkpoint_alone(segformer, tmp_path):
     root, _ = segformer
-    ok(["eval", "--checkpoint", str(root / "ddcat" / "last.pt"), "--attack", "bim", "--attack", "pgd", "--steps", "1,2", "--out", str(tmp_path / "ev")])
+    ok(["eval", "--checkpoint", str(root / "ddcat" / "last.pt"), "--trust-factory", "--attack", "bim", "--attack", "pgd", "--steps", "1,2",
+        "--out", str(tmp_path / "ev")])
     records = json.loads((tmp_path / "ev" / "metrics.json").read_text())["records"]
     assert [(r["attack"], r["steps"]) for r in records] == [("clean", 0), ("bim", 1), ("bim", 2), ("pgd", 1), ("pgd", 2)]
     assert all(0.0 <= r["mIoU"] <= 1.0 and r["num_images"] == 4 for r in records)
@@ -109,7 +112,9 @@ def test_segformer_export_loads_into_segformer_for_semantic_segmentation(segform
     root, cfg = segformer
     ckpt = root / "ddcat" / "last.pt"
     out = tmp_path / f"segformer{suffix}"
-    ok(["export", str(ckpt), str(out)])
+    capsys.readouterr()
+    ok(["export", str(ckpt), str(out), "--trust-factory"])
+    assert capsys.readouterr().out == f"wrote {out} (state dict of ddcat.models.hf:from_config's model, without DDC-AT's heads)\n"
     if suffix == ".safetensors":
         from safetensors.torch import load_file
 
@@ -119,7 +124,7 @@ def test_segformer_export_loads_into_segformer_for_semantic_segmentation(segform
     net = transformers.SegformerForSemanticSegmentation(transformers.SegformerConfig(**SEGFORMER))
     net.load_state_dict(state, strict=True)
     net.eval()
-    model, _ = load_model(ckpt)
+    model, _ = load_model(ckpt, trust=Trust(frozenset({"ddcat.models.hf:from_config"})))
     x = val_images()
     with torch.no_grad():
         theirs = F.interpolate(net(pixel_values=(x - IMAGENET[0]) / IMAGENET[1]).logits, size=(32, 32), mode="bilinear", align_corners=False)
@@ -127,7 +132,7 @@ def test_segformer_export_loads_into_segformer_for_semantic_segmentation(segform
     # the exported file is also a model.weights file: `ddcat eval --config` gives the same clean mIoU
     capsys.readouterr()
     ok(["eval", "--config", str(cfg), "--set", f"model.weights={out}", "--out", str(tmp_path / "from_weights")])
-    ok(["eval", "--checkpoint", str(ckpt), "--out", str(tmp_path / "from_ckpt")])
+    ok(["eval", "--checkpoint", str(ckpt), "--trust-factory", "--out", str(tmp_path / "from_ckpt")])
     a = json.loads((tmp_path / "from_weights" / "metrics.json").read_text())
     b = json.loads((tmp_path / "from_ckpt" / "metrics.json").read_text())
     assert a["mIoU"] == b["mIoU"] and a["per_class_iou"] == b["per_class_iou"]
@@ -138,13 +143,14 @@ def test_upernet_convnext_sat_ddcat_and_attacks(tmp_path):
     for method in ("sat", "ddcat"):
         ok(["train", "--config", str(cfg), "--method", method, "--out", str(tmp_path / method)])
         assert len(log_of(tmp_path / method)) == 3
-    ok(["eval", "--checkpoint", str(tmp_path / "ddcat" / "last.pt"), "--attack", "bim", "--attack", "pgd", "--steps", "2", "--out", str(tmp_path / "ev")])
+    ok(["eval", "--checkpoint", str(tmp_path / "ddcat" / "last.pt"), "--trust-factory", "--attack", "bim", "--attack", "pgd", "--steps", "2",
+        "--out", str(tmp_path / "ev")])
     records = json.loads((tmp_path / "ev" / "metrics.json").read_text())["records"]
     assert [r["attack"] for r in records] == ["clean", "bim", "pgd"]
-    ok(["export", str(tmp_path / "ddcat" / "last.pt"), str(tmp_path / "upernet.pt")])
+    ok(["export", str(tmp_path / "ddcat" / "last.pt"), str(tmp_path / "upernet.pt"), "--trust-factory"])
     net = transformers.UperNetForSemanticSegmentation(transformers.UperNetConfig(**UPERNET))
     net.load_state_dict(torch.load(tmp_path / "upernet.pt", weights_only=True), strict=True)
-    model, _ = load_model(tmp_path / "ddcat" / "last.pt")
+    model, _ = load_model(tmp_path / "ddcat" / "last.pt", trust=Trust(everything=True))
     x = val_images()
     with torch.no_grad():
         assert torch.allclose(model.eval()(x), net.eval()(pixel_values=(x - IMAGENET[0]) / IMAGENET[1]).logits, atol=1e-5)
@@ -161,7 +167,7 @@ def test_torchvision_style_stand_in_trains_ddcat_with_its_aux_as_deep_supervisio
     cfg = write_config(tmp_path, standin("torchvision_style", "classifier", aux=True))
     ok(["train", "--config", str(cfg), "--method", "ddcat", "--out", str(tmp_path / "run")])
     assert all("loss_deep_sup" in r for r in log_of(tmp_path / "run"))
-    ok(["eval", "--checkpoint", str(tmp_path / "run" / "last.pt"), "--attack", "bim", "--steps", "1", "--out", str(tmp_path / "ev")])
+    ok(["eval", "--checkpoint", str(tmp_path / "run" / "last.pt"), "--trust-factory", "--attack", "bim", "--steps", "1", "--out", str(tmp_path / "ev")])
 
 
 def test_eighth_resolution_stand_in_trains_sat(tmp_path):
@@ -185,6 +191,14 @@ def test_experiment_file_with_a_user_model(tmp_path):
     assert cli_main(["experiment", str(exp), "--out", str(tmp_path / "out2"), "--no-progress"]) == 0
     results = json.loads((tmp_path / "out2" / "results.json").read_text())
     assert sorted(e["arch"] for e in results["evaluations"]) == ["eighth", "tv"]
+    # a fresh process reuses the trained runs: it loads their checkpoints trusting the factories the
+    # experiment's configs name (no --trust-factory, no training in that process to vouch for them)
+    (tmp_path / "out2" / "results.json").unlink()
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": os.pathsep.join([str(TESTS.parent / "src"), str(TESTS), os.environ.get("PYTHONPATH", "")])}
+    proc = subprocess.run([sys.executable, "-m", "ddcat", "experiment", str(exp), "--out", str(tmp_path / "out2"), "--no-progress"],
+                          capture_output=True, text=True, env=env, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    assert [r["reused"] for r in json.loads((tmp_path / "out2" / "results.json").read_text())["runs"]] == [True, True]
 
 
 def test_resumed_user_model_run_ends_with_the_same_weights(tmp_path):
@@ -269,6 +283,34 @@ def test_a_checkpoint_cannot_make_ddcat_run_its_factory(tmp_path, capsys):
         assert cli_main(command) == 2
         assert "--trust-factory" in capsys.readouterr().err
     assert not marker.exists()
+    # the library functions take the same value: trusting the config's own factory does not vouch for subprocess:run
+    from ddcat.checkpoint import export_main_branch
+
+    mine = Trust().with_configs({"model": {"factory": "standin_models:eighth"}})
+    for load in (lambda t: load_model(tmp_path / "evil.pt", trust=t), lambda t: export_main_branch(tmp_path / "evil.pt", tmp_path / "x.pt", trust=t)):
+        for trust in (Trust(), mine):
+            with pytest.raises(DdcatError, match="names model.factory 'subprocess:run'"):
+                load(trust)
+    assert not marker.exists() and not (tmp_path / "x.pt").exists()
+
+
+def test_trust_is_given_per_command_not_remembered(tmp_path, capsys):
+    """Training a user-model config does not make later commands of the same process run the
+    factory a checkpoint names: each command says whom it trusts (--trust-factory, or --config)."""
+    cfg = write_config(tmp_path, standin("eighth"), train={"iters": 1})
+    ok(["train", "--config", str(cfg), "--out", str(tmp_path / "run")])
+    ckpt = tmp_path / "run" / "last.pt"
+    fails(["eval", "--checkpoint", str(ckpt), "--out", str(tmp_path / "ev")], capsys, "pass --trust-factory", tmp_path / "ev")
+    with pytest.raises(DdcatError, match="names model.factory 'standin_models:eighth'"):
+        load_model(ckpt)
+    assert Trust().with_configs({"model": {"factory": None}}) == Trust()
+    named = Trust(everything=False).with_configs({"model": {"factory": "standin_models:eighth"}})
+    assert named.allows("standin_models:eighth") and not named.allows("subprocess:run") and Trust(everything=True).allows("subprocess:run")
+    model, _ = load_model(ckpt, trust=named)
+    assert sum(p.numel() for p in model.parameters()) > 0
+    # --config names the factory: the user's own code runs, and a transfer source naming it too
+    ok(["eval", "--config", str(cfg), "--transfer-from", str(ckpt), "--attack", "bim", "--steps", "1", "--out", str(tmp_path / "ev2")])
+    ok(["eval", "--checkpoint", str(ckpt), "--trust-factory", "--out", str(tmp_path / "ev3")])
 
 
 @pytest.mark.parametrize(

@@ -125,15 +125,10 @@ def cmd_eval(args: argparse.Namespace) -> int:
     if (out / "metrics.json").exists() and not args.overwrite:
         raise DdcatError(f"{out} already holds an evaluation (metrics.json); pass --overwrite to replace it or choose another --out")
     with OutputFolder(out):
-        checkpoint = args.checkpoint
-        if args.config:  # the model a config describes, untrained or from model.weights: OUT/model.pt
-            from ddcat.checkpoint import checkpoint_from_config
-            from ddcat.config import load_config
-
-            checkpoint = str(checkpoint_from_config(load_config(args.config, args.set or []), out / "model.pt"))
+        checkpoint, trust = model_source(args, out)
         result = evaluate_checkpoint(
             checkpoint, plan, args.transfer_from, args.set or [], args.split, args.device,
-            progress=not args.no_progress, cache_dir=out,
+            progress=not args.no_progress, cache_dir=out, trust=trust,
         )
         if result.ctx.is_main:
             table = eval_tables(result.summary)
@@ -142,6 +137,23 @@ def cmd_eval(args: argparse.Namespace) -> int:
             print(table)
             print(f"wrote {out / 'metrics.json'}")
     return 0
+
+
+def model_source(args: argparse.Namespace, out: Path):
+    """The checkpoint ``ddcat eval`` / ``ddcat certify`` score and whose code may run to rebuild it:
+    ``--checkpoint``, or the model ``--config`` describes written to OUT/model.pt (untrained or
+    from model.weights). The factory of the user's own config runs; a factory a checkpoint names
+    runs only with ``--trust-factory``."""
+    from ddcat.models.user import Trust
+
+    trust = Trust(everything=args.trust_factory)
+    if not args.config:
+        return args.checkpoint, trust
+    from ddcat.checkpoint import checkpoint_from_config
+    from ddcat.config import load_config
+
+    cfg = load_config(args.config, args.set or [])
+    return str(checkpoint_from_config(cfg, out / "model.pt")), trust.with_configs(cfg)
 
 
 def cmd_certify(args: argparse.Namespace) -> int:
@@ -162,13 +174,8 @@ def cmd_certify(args: argparse.Namespace) -> int:
     if (out / "certify.json").exists() and not args.overwrite:
         raise DdcatError(f"{out} already holds a certification (certify.json); pass --overwrite to replace it or choose another --out")
     with OutputFolder(out):
-        checkpoint = args.checkpoint
-        if args.config:  # the model a config describes, as ddcat eval: OUT/model.pt
-            from ddcat.checkpoint import checkpoint_from_config
-            from ddcat.config import load_config
-
-            checkpoint = str(checkpoint_from_config(load_config(args.config, args.set or []), out / "model.pt"))
-        result = certify_checkpoint(checkpoint, plan, args.set or [], args.split, args.device, progress=not args.no_progress)
+        checkpoint, trust = model_source(args, out)
+        result = certify_checkpoint(checkpoint, plan, args.set or [], args.split, args.device, progress=not args.no_progress, trust=trust)
         if result.ctx.is_main:
             table = certify_table(result.records, result.summary["model"])
             write_text(out / "table.txt", table + "\n")  # certify.json last: it marks a finished certification
@@ -179,21 +186,20 @@ def cmd_certify(args: argparse.Namespace) -> int:
 
 
 def cmd_export(args: argparse.Namespace) -> int:
-    from ddcat.checkpoint import export_main_branch
+    from ddcat.checkpoint import export_main_branch, export_note
+    from ddcat.models.user import Trust
 
     output = Path(args.output)
     check_writable_file(output, "export output")
     if output.exists() and not args.overwrite:
         raise DdcatError(f"export output {output} exists; pass --overwrite to replace it")
-    out = export_main_branch(args.checkpoint, output)
-    if out.get("format") == "state_dict":  # a user model (model.factory): its own state dict
-        print(f"wrote {output} (state dict of {out['factory']}'s model, without DDC-AT's heads)")
-    else:
-        print(f"wrote {output} (main branch only, loads into the plain model)")
+    written = export_main_branch(args.checkpoint, output, trust=Trust(everything=args.trust_factory))
+    print(f"wrote {output} ({export_note(written)})")
     return 0
 
 
 def cmd_convert(args: argparse.Namespace) -> int:
+    from ddcat.checkpoint import OwnModelSpec
     from ddcat.convert import convert_paper_checkpoint
 
     output = Path(args.output)
@@ -201,9 +207,8 @@ def cmd_convert(args: argparse.Namespace) -> int:
     if output.exists() and not args.overwrite:
         raise DdcatError(f"convert output {output} exists; pass --overwrite to replace it")
     ckpt = convert_paper_checkpoint(args.source, output, args.set or [], config=args.config, dataset=args.dataset)
-    spec, cfg = ckpt["model_spec"], ckpt["config"]
-    heads = " with DDC-AT's f_a and f_m" if spec["ddc"] else ""
-    print(f"wrote {output} ({spec['arch']} {spec['backbone']}, {spec['num_classes']} classes{heads}; "
+    cfg = ckpt["config"]
+    print(f"wrote {output} ({OwnModelSpec(ckpt['model_spec']).describe()}; "
           f"config from {ckpt['converted_from']['base_config']}: {cfg['data']['name']}, protocol: {cfg['protocol']}, crop {cfg['train']['crop_size']})")
     return 0
 
@@ -413,9 +418,6 @@ def main(argv: list[str] | None = None) -> int:
         from ddcat.threads import configure_threads
 
         configure_threads(args.threads)  # before anything imports torch: see ddcat/threads.py
-        from ddcat.models.user import trust_all
-
-        trust_all(getattr(args, "trust_factory", False))
         return args.fn(args)
     except DdcatError as exc:
         print(f"ddcat: error: {exc}", file=sys.stderr)

@@ -20,6 +20,7 @@ from ddcat.attacks.registry import NORMS
 from ddcat.attacks.registry import names as attack_names
 from ddcat.constants import ALPHA, EPS, FGSM_RS_STEP
 from ddcat.errors import DdcatError, show
+from ddcat.outdir import check_readable_file
 
 # ``None`` defaults accept a value of any of the listed types (see _NULLABLE).
 DEFAULTS: dict[str, Any] = {
@@ -393,10 +394,7 @@ def load_yaml(path: str | Path, what: str = "config file") -> dict[str, Any]:
     """A YAML file as a dict. An empty file is an empty dict (no overrides); a key given twice,
     a file that is not UTF-8 or not YAML, or a top level that is not a mapping is an error."""
     path = Path(path)
-    if path.is_dir():
-        raise DdcatError(f"{what} {path} is a directory, not a file")
-    if not path.is_file():
-        raise DdcatError(f"{what} not found: {path}")
+    check_readable_file(path, what)
     try:
         text = path.read_bytes().decode("utf-8")
     except UnicodeDecodeError as exc:

@@ -8,8 +8,9 @@ DeepLabV3_DDCAT; ResNet-18/50/101; any class count and width) is read from its k
 :func:`~ddcat.models.paper_layout.paper_name`, every source key consumed and every model key present
 with its shape (otherwise a one-line error naming the key: never a silent ``strict=False``).
 
-The result has ``format: ddcat`` and a model spec with the paper code's trunk and heads (``protocol:
-paper``'s model keys), so ``ddcat eval``, ``ddcat export``, :func:`ddcat.checkpoint.load_model` and
+The result has ``format: ddcat`` and an own-model spec (:class:`ddcat.checkpoint.OwnModelSpec`: the
+paper code's layout is translated to ddcat's names here, so no third kind of checkpoint exists) with
+the paper code's trunk and heads (``protocol: paper``'s model keys), so ``ddcat eval``, ``ddcat export``, :func:`ddcat.checkpoint.load_model` and
 ``--transfer-from`` take it unchanged; in eval mode its logits on images in [0, 1] equal the paper
 code's forward on the same images normalised with the ImageNet mean and std. A DDC-AT source keeps
 f_a and f_m (``ddcat export`` drops them).
@@ -32,11 +33,10 @@ from typing import Any, Sequence
 
 import torch
 
-from ddcat.checkpoint import FORMAT, VERSION, atomic_save, check_state_shapes
+from ddcat.checkpoint import FORMAT, VERSION, OwnModelSpec, atomic_save
 from ddcat.config import load_config
 from ddcat.errors import DdcatError
 from ddcat.experiment_file import packaged_config
-from ddcat.models import build_model
 from ddcat.models.paper_layout import describe, strip_prefix, to_ddcat
 from ddcat.models.segmenter import MODEL_OPTIONS
 
@@ -109,9 +109,7 @@ def convert_paper_checkpoint(
     state, info = read_paper_state(src)
     try:
         spec = describe(state)
-        with torch.device("meta"):
-            expected = build_model(spec["arch"], spec["backbone"], spec["num_classes"], ddc=spec["ddc"], **spec["options"]).state_dict()
-        weights = to_ddcat(state, expected, spec["ddc"])
+        weights = to_ddcat(state, OwnModelSpec(spec).skeleton(), spec["ddc"])
     except DdcatError as exc:
         raise DdcatError(f"checkpoint {src}: {exc}") from None
     o, k = spec["options"], spec["num_classes"]
@@ -132,6 +130,6 @@ def convert_paper_checkpoint(
         "format": FORMAT, "version": VERSION, "model_spec": spec, "model": weights, "config": cfg,
         "converted_from": {"path": str(src), "layout": "paper-code", "base_config": str(file), **info},
     }
-    check_state_shapes(weights, spec, dst)  # the spec ddcat will rebuild it from, checked before writing
+    OwnModelSpec(spec).check_state(weights, dst)  # the spec ddcat will rebuild it from, checked before writing
     atomic_save(ckpt, dst)
     return ckpt

@@ -30,6 +30,7 @@ from ddcat.errors import DdcatError
 from ddcat.evaluation import AttackPlan, evaluate_model, load_inference_model
 from ddcat.evaluation.engine import image_batches, predict
 from ddcat.experiment_file import Run, load_experiment, packaged_config
+from ddcat.models.user import Trust
 from ddcat.outdir import cannot_write, write_text
 from ddcat.runinfo import versions
 
@@ -43,6 +44,13 @@ def _finished(last: Path, iters: int) -> bool:
         return int(load_checkpoint(last).get("iteration", -1)) >= iters
     except DdcatError:
         return False
+
+
+def run_model(run: Run, checkpoint: str | Path, dev: torch.device) -> Any:
+    """The run's trained model on its inference path. The experiment file is the user's own
+    config: the model.factory the run's config names may run, no other (a checkpoint put in the
+    run folder that names other code is refused)."""
+    return load_inference_model(checkpoint, run.cfg, dev, trust=Trust().with_configs(run.cfg))
 
 
 def ensure_trained(run: Run, root: Path, device: str | None, progress: bool) -> dict[str, Any]:
@@ -156,7 +164,7 @@ def run_experiment(spec: dict[str, Any], out: Path, device: str | None = None, p
         if infos[run.id]["reused"]:
             say(f"  reused {infos[run.id]['dir']}")
 
-    models = {run.id: load_inference_model(infos[run.id]["checkpoint"], run.cfg, dev) for run in runs}
+    models = {run.id: run_model(run, infos[run.id]["checkpoint"], dev) for run in runs}
     ctx = DistContext(device=dev)
     evaluations = []
     for i, run in enumerate(runs, 1):
@@ -357,7 +365,7 @@ def run_shard(path: str | Path, out: Path, index: int, count: int, sets: list[st
 
     def model_of(r: Run) -> Any:
         if r.id not in models:
-            models[r.id] = load_inference_model(out / "runs" / r.id / "last.pt", r.cfg, dev)
+            models[r.id] = run_model(r, out / "runs" / r.id / "last.pt", dev)
         return models[r.id]
 
     for run in mine:

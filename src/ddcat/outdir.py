@@ -48,6 +48,14 @@ def check_writable_file(path: Path, what: str) -> None:
     _check_parents(path.parent, what, shown=path)
 
 
+def check_readable_file(path: Path, what: str) -> None:
+    """A one-line error unless ``path`` is an existing file (not a folder): ``what`` names it."""
+    if path.is_dir():
+        raise DdcatError(f"{what} {path} is a directory, not a file")
+    if not path.is_file():
+        raise DdcatError(f"{what} not found: {path}")
+
+
 def _check_parents(path: Path, what: str, shown: Path | None = None) -> None:
     """``path`` or its nearest existing ancestor must be a writable folder."""
     shown = shown or path

@@ -2,7 +2,7 @@
 
 ``last.pt`` holds ``rng``: one entry per process, each ``{"torch": uint8 tensor, "numpy": [name,
 int64 tensor of 624 words, pos, has_gauss, cached_gaussian], "python": (version, 625 ints, gauss),
-"cuda": uint8 tensor or None}`` (written by ``training/loop.py``). ``torch.set_rng_state`` and
+"cuda": uint8 tensor or None}`` (written by ``ddcat/checkpoint/io.py``). ``torch.set_rng_state`` and
 friends fail on a crafted value with a traceback (``Expected a CPUGeneratorImplState of size
 5056``, ``Invalid mt19937 state``); :func:`check_rng_state` names the checkpoint and the field
 instead, before anything is written: first the shapes (:func:`rng_state_problem`), then the contents,

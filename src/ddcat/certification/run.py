@@ -14,6 +14,7 @@ from ddcat.certification.certify import CertifyPlan, certify_dataset
 from ddcat.data import build_dataset
 from ddcat.distributed import DistContext, init_distributed
 from ddcat.evaluation.run import checkpoint_label, checkpoint_target
+from ddcat.models.user import Trust
 from ddcat.runinfo import run_record
 
 
@@ -52,10 +53,12 @@ def certify_checkpoint(
     split: str = "val",
     device: str | None = None,
     progress: bool = True,
+    trust: Trust = Trust(),
 ) -> CertifyResult:
-    """Everything ``ddcat certify`` computes (nothing is written)."""
+    """Everything ``ddcat certify`` computes (nothing is written); ``trust``: the factories a
+    user-model checkpoint may name (the caller decides)."""
     ctx = init_distributed(device)
-    target, cfg = checkpoint_target(checkpoint, sets, ctx)
+    target, cfg = checkpoint_target(checkpoint, sets, ctx, trust)
     label = checkpoint_label(checkpoint)
     records = certify_model(target, cfg, plan, split, ctx, progress, desc=f"certify {label}")
     for r in records:

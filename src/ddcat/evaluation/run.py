@@ -22,6 +22,7 @@ from ddcat.evaluation.engine import evaluate
 from ddcat.evaluation.inference import inference_model, inference_options
 from ddcat.evaluation.settings import AttackPlan, attack_settings
 from ddcat.evaluation.transfer import transfer_summary
+from ddcat.models.user import Trust
 from ddcat.runinfo import run_record
 
 MIOU_CONVENTION = "mIoU: mean over classes with non-empty union; mIoU_all: mean over all K (paper code)"
@@ -52,9 +53,12 @@ def on_inference_path(model: nn.Module, cfg: dict[str, Any], device) -> nn.Modul
     return inference_model(model.to(device).eval(), e["mode"], crop, e["stride_rate"], **inference_options(cfg))
 
 
-def load_inference_model(path: str | Path, cfg: dict[str, Any], device, expect: dict[str, Any] | None = None) -> nn.Module:
-    """The checkpoint's model on its inference path (see :func:`on_inference_path`)."""
-    model, _ = load_model(path, expect=expect)
+def load_inference_model(
+    path: str | Path, cfg: dict[str, Any], device, expect: dict[str, Any] | None = None, trust: Trust = Trust()
+) -> nn.Module:
+    """The checkpoint's model on its inference path (see :func:`on_inference_path`); ``trust``: the
+    factories a user-model checkpoint may name."""
+    model, _ = load_model(path, expect=expect, trust=trust)
     return on_inference_path(model, cfg, device)
 
 
@@ -97,11 +101,13 @@ def evaluate_model(
     )
 
 
-def checkpoint_target(checkpoint: str | Path, sets: Sequence[str], ctx: DistContext) -> tuple[nn.Module, dict[str, Any]]:
+def checkpoint_target(
+    checkpoint: str | Path, sets: Sequence[str], ctx: DistContext, trust: Trust = Trust()
+) -> tuple[nn.Module, dict[str, Any]]:
     """The checkpoint's model on its inference path on ``ctx.device``, and the config it is scored
     with (the checkpoint's, ``--set`` overrides applied, its class count checked): what ``ddcat
-    eval`` and ``ddcat certify`` load."""
-    model, ckpt = load_model(checkpoint)
+    eval`` and ``ddcat certify`` load. ``trust``: the factories a user-model checkpoint may name."""
+    model, ckpt = load_model(checkpoint, trust=trust)
     cfg = eval_config(ckpt, sets, checkpoint)
     num_classes = ckpt["model_spec"]["num_classes"]
     if cfg["data"]["num_classes"] != num_classes:
@@ -133,15 +139,19 @@ def evaluate_checkpoint(
     device: str | None = None,
     progress: bool = True,
     cache_dir: str | Path | None = None,
+    trust: Trust = Trust(),
 ) -> EvalResult:
     """Everything ``ddcat eval`` computes (nothing is written): clean and attacked records of the
-    checkpoint under ``plan``, white-box or through the ``transfer_from`` substitutes."""
+    checkpoint under ``plan``, white-box or through the ``transfer_from`` substitutes. ``trust``:
+    the factories the checkpoints may name (the caller decides)."""
     ctx = init_distributed(device)
-    target, cfg = checkpoint_target(checkpoint, sets, ctx)
+    target, cfg = checkpoint_target(checkpoint, sets, ctx, trust)
     num_classes = cfg["data"]["num_classes"]
     sources: list[tuple[str, nn.Module | None]] = [("self", None)]
     if transfer_from:
-        sources = [(str(p), load_inference_model(p, cfg, ctx.device, expect={"num_classes": num_classes})) for p in transfer_from]
+        sources = [
+            (str(p), load_inference_model(p, cfg, ctx.device, expect={"num_classes": num_classes}, trust=trust)) for p in transfer_from
+        ]
     label = checkpoint_label(checkpoint)
     records = evaluate_model(target, cfg, plan, sources, split, ctx, progress, desc=f"eval {label}", cache_dir=cache_dir)
     for r in records:

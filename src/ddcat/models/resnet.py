@@ -31,7 +31,7 @@ from torch import nn
 from ddcat.config import CHOICES
 from ddcat.errors import DdcatError
 from ddcat.models.paper_layout import HEADS_DDC, HEADS_PLAIN, strip_prefix, trunk_state
-from ddcat.models.state import first_mismatch
+from ddcat.models.state import mismatch_message
 
 
 def conv3x3(cin: int, cout: int, stride: int = 1, dilation: int = 1) -> nn.Conv2d:
@@ -251,10 +251,8 @@ def load_pretrained(resnet: ResNet, path: str | Path, state: Any = None) -> None
         raise DdcatError(f"pretrained weights {path} do not hold a state dict")
     state = published_trunk(state, path)
     own = resnet.state_dict()
-    mismatch = first_mismatch(state, own)
-    if mismatch is not None:
-        key, have, want = mismatch
-        if have is None:
-            raise DdcatError(f"pretrained weights {path} lack key '{key}' (deep_stem/width/backbone mismatch?)")
-        raise DdcatError(f"pretrained weights {path}: key '{key}' has shape {have}, model expects {want}")
+    problem = mismatch_message(state, own, missing=" lack key '{key}' (deep_stem/width/backbone mismatch?)",
+                               shape=": key '{key}' has shape {have}, model expects {want}")
+    if problem is not None:
+        raise DdcatError(f"pretrained weights {path}{problem}")
     resnet.load_state_dict({k: state[k] for k in own}, strict=True)

@@ -19,3 +19,13 @@ def first_mismatch(
         if tuple(state[key].shape) != tuple(want.shape):
             return key, tuple(state[key].shape), tuple(want.shape)
     return None
+
+
+def mismatch_message(state: Mapping[str, torch.Tensor], expected: Mapping[str, torch.Tensor], missing: str, shape: str) -> str | None:
+    """:func:`first_mismatch` in words: ``missing`` or ``shape`` formatted with ``key``, ``have``
+    and ``want`` (e.g. ``"{key!r} has shape {have}, the model needs {want}"``); None when every key matches."""
+    mismatch = first_mismatch(state, expected)
+    if mismatch is None:
+        return None
+    key, have, want = mismatch
+    return (missing if have is None else shape).format(key=key, have=have, want=want)

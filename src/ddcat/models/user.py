@@ -1,14 +1,10 @@
 """The user's own network from a config: ``model.factory`` + ``model.kwargs`` (+ ``model.weights``).
 
-A *user model spec* (recorded in checkpoints as ``model_spec``, so ``ddcat eval --checkpoint``
-rebuilds the network without the config)::
-
-    {"factory": "package.module:function", "kwargs": {...}, "num_classes": K, "ddc": bool,
-     "ddc_head": "decode_head.classifier" | None, "normalize": None | "imagenet" | {mean, std}}
-
 ``function(**kwargs)`` must return an ``nn.Module``; it is wrapped by :func:`ddcat.models.adapt`.
 Every mistake (unimportable factory, factory failing, weights that do not fit, a head path that
-does not exist) is a one-line :class:`DdcatError` naming the key and value.
+does not exist) is a one-line :class:`DdcatError` naming the key and value. A checkpoint records
+such a model as a *user model spec* (``ddcat.checkpoint.spec.UserModelSpec``), so ``ddcat eval
+--checkpoint`` rebuilds the network without the config; :class:`Trust` says whether its factory may run.
 """
 
 from __future__ import annotations
@@ -16,6 +12,7 @@ from __future__ import annotations
 import importlib
 import os
 import sys
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Callable
 
@@ -26,57 +23,36 @@ from ddcat.errors import DdcatError
 from ddcat.models.adapter import AdaptedModel, adapt
 
 
-def is_user_spec(spec: dict[str, Any]) -> bool:
-    return bool(spec.get("factory"))
-
-
 # ----------------------------------------------------------------------------- trust
-# Rebuilding a user model runs the factory a spec names: a checkpoint naming "subprocess:run" with
-# kwargs {"args": [...]} would run a command. So a factory is run only when it came from the user:
-# a config this process trains or evaluates (trust() is called there), or a checkpoint the user
-# vouches for with --trust-factory (trust_all()).
-_TRUSTED: set[str] = set()
-_trust_all = False
+@dataclass(frozen=True)
+class Trust:
+    """Who vouches for the code a user-model checkpoint names.
 
+    Rebuilding a user model runs the factory its spec names: a checkpoint naming "subprocess:run"
+    with kwargs {"args": [...]} would run a command. So a factory read from a checkpoint runs only
+    when the caller trusts it: ``factories`` are named by a config the user gave this command (its
+    own code), ``everything`` is ``--trust-factory`` (the user vouches for the checkpoints of this
+    command). The command line decides; the layers below pass the value on. ``Trust()`` trusts nothing.
+    """
 
-def trust(factory: str | None) -> None:
-    """Mark a factory named by a config the user gave as safe to run in this process."""
-    if factory:
-        _TRUSTED.add(str(factory))
+    factories: frozenset[str] = frozenset()
+    everything: bool = False
 
+    def with_configs(self, *cfgs: dict[str, Any]) -> "Trust":
+        """This trust and the ``model.factory`` each config names (configs the user gave)."""
+        named = {str(c["model"]["factory"]) for c in cfgs if c["model"].get("factory")}
+        return replace(self, factories=self.factories | named)
 
-def trust_all(on: bool = True) -> None:
-    """``--trust-factory``: run the factories the checkpoints of this command name (the command
-    line sets it for each command, on or off)."""
-    global _trust_all
-    _trust_all = bool(on)
+    def allows(self, factory: str) -> bool:
+        return self.everything or factory in self.factories
 
-
-def check_trusted(factory: str, source: str | Path) -> None:
-    if not (_trust_all or factory in _TRUSTED):
-        raise DdcatError(
-            f"checkpoint {source} names model.factory '{factory}', code that ddcat would run to rebuild the model; "
-            "pass --trust-factory if you trust this checkpoint, or evaluate with --config naming that factory"
-        )
-
-
-def check_user_spec(spec: dict[str, Any], source: str | Path) -> dict[str, Any]:
-    """A user model spec read from a checkpoint, field by field (nothing is imported)."""
-    where = f"checkpoint {source}: 'model_spec"
-    if not isinstance(spec.get("factory"), str):
-        raise DdcatError(f"{where}.factory' must be a string")
-    if not isinstance(spec.get("kwargs", {}), dict):
-        raise DdcatError(f"{where}.kwargs' must be a mapping")
-    k = spec.get("num_classes")
-    if isinstance(k, bool) or not isinstance(k, int) or not 2 <= k <= 255:
-        raise DdcatError(f"{where}.num_classes' must be an integer in [2, 255]")
-    if not isinstance(spec.get("ddc"), bool):
-        raise DdcatError(f"{where}.ddc' must be true or false")
-    if spec.get("ddc_head") is not None and not isinstance(spec["ddc_head"], str):
-        raise DdcatError(f"{where}.ddc_head' must be a dotted module path or null")
-    if spec.get("normalize") is not None and not isinstance(spec["normalize"], (str, dict, list)):
-        raise DdcatError(f"{where}.normalize' must be null, 'imagenet' or a mean/std mapping")
-    return dict(spec)
+    def check(self, factory: str, source: str | Path) -> None:
+        """A one-line error unless ``factory`` (named by checkpoint ``source``) may run."""
+        if not self.allows(factory):
+            raise DdcatError(
+                f"checkpoint {source} names model.factory '{factory}', code that ddcat would run to rebuild the model; "
+                "pass --trust-factory if you trust this checkpoint, or evaluate with --config naming that factory"
+            )
 
 
 def import_factory(path: str) -> Callable[..., Any]:
@@ -135,23 +111,6 @@ def load_weights(model: nn.Module, path: str | Path, factory: str) -> None:
         model.load_state_dict(state, strict=True)
     except RuntimeError as exc:
         raise DdcatError(f"model.weights {path} does not fit model.factory '{factory}': {_first_line(exc)}") from None
-
-
-def spec_of(model_cfg: dict[str, Any], num_classes: int, ddc: bool) -> dict[str, Any]:
-    """The user model spec of a config's ``model`` section."""
-    if ddc and not model_cfg.get("ddc_head"):
-        raise DdcatError(
-            f"DDC-AT on model.factory '{model_cfg['factory']}' needs model.ddc_head: the dotted path of the module "
-            "that produces the class logits (e.g. decode_head.classifier)"
-        )
-    return {
-        "factory": model_cfg["factory"],
-        "kwargs": dict(model_cfg.get("kwargs") or {}),
-        "num_classes": num_classes,
-        "ddc": ddc,
-        "ddc_head": model_cfg.get("ddc_head") if ddc else None,
-        "normalize": model_cfg.get("normalize"),
-    }
 
 
 def build_user_model(spec: dict[str, Any], weights: str | Path | None = None) -> AdaptedModel:

@@ -10,41 +10,23 @@
 from __future__ import annotations
 
 import contextlib
-import os
 import random
-import shutil
-import sys
 import time
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
-import torch.distributed as dist
 from torch import nn
 from tqdm import tqdm
 
 from ddcat import activity
 from ddcat.attacks import FGSM, build_attack
-from ddcat.checkpoint import (
-    FORMAT,
-    VERSION,
-    atomic_save,
-    build_from_spec,
-    initial_weights,
-    check_resumable,
-    check_state_shapes,
-    load_checkpoint,
-    load_state,
-    spec_from_config,
-    write_error,
-)
+from ddcat.checkpoint import config_spec, initial_weights, load_state, remove_stale_temporaries, resume_checkpoint, save_last
+from ddcat.checkpoint.io import own_entry, per_process, rng_state, set_rng_state, training_checkpoint
 from ddcat.config import CHOICES, SINGLE_STEP_METHODS, check_value
 from ddcat.data import build_dataset
 from ddcat.distributed import DistContext, barrier, init_distributed
 from ddcat.errors import DdcatError
-from ddcat.models.user import trust as trust_factory
-from ddcat.rngstate import check_rng_state
 from ddcat.runinfo import write_run_files
 from ddcat.training import batchnorm as bn
 from ddcat.training.base import Method
@@ -110,90 +92,6 @@ def optimizer_for(model: nn.Module, train_cfg: dict[str, Any]) -> torch.optim.Op
     return build_optimizer(model, t["optimizer"], t["lr"], t["head_lr_mult"], t["momentum"], t["weight_decay"])
 
 
-def _rng_state(ctx: DistContext) -> Any:
-    np_state = np.random.get_state()
-    state = {
-        "torch": torch.get_rng_state(),
-        "numpy": [np_state[0], torch.from_numpy(np_state[1].astype(np.int64)), *np_state[2:]],
-        "python": random.getstate(),
-        "cuda": torch.cuda.get_rng_state(ctx.device) if ctx.device.type == "cuda" else None,
-    }
-    if not ctx.enabled:
-        return [state]
-    gathered: list[Any] = [None] * ctx.world
-    dist.all_gather_object(gathered, state)
-    return gathered
-
-
-def _set_rng_state(states: list[Any], ctx: DistContext) -> None:
-    if len(states) != ctx.world:
-        return  # a different world size: the per-iteration reseed below keeps the run deterministic anyway
-    s = states[ctx.rank]
-    torch.set_rng_state(s["torch"])
-    np.random.set_state((s["numpy"][0], s["numpy"][1].numpy().astype(np.uint32), *s["numpy"][2:]))
-    random.setstate(s["python"])
-    if s.get("cuda") is not None and ctx.device.type == "cuda":
-        torch.cuda.set_rng_state(s["cuda"], ctx.device)
-
-
-PREV_NAME = "last.prev.pt"
-
-
-def save_last(path: Path, payload: dict[str, Any]) -> None:
-    """Atomically replace ``last.pt``, keeping the one before as ``last.prev.pt``.
-
-    At every instant ``last.pt`` exists (once written) and holds a whole checkpoint: the previous
-    one becomes ``last.prev.pt`` through a hard link (a copy where links are not supported) before
-    the new file is renamed over ``last.pt``."""
-    tmp = path.with_name(path.name + ".new")
-    atomic_save(payload, tmp)
-    try:
-        if path.exists():
-            prev_tmp = path.with_name(f".{PREV_NAME}.link")
-            if prev_tmp.exists():
-                prev_tmp.unlink()
-            try:
-                os.link(path, prev_tmp)
-            except OSError:
-                shutil.copy2(path, prev_tmp)
-            os.replace(prev_tmp, path.with_name(PREV_NAME))
-        os.replace(tmp, path)
-    except OSError as exc:
-        raise write_error(path, exc) from None
-
-
-def remove_stale_temporaries(out: Path) -> list[Path]:
-    """Temporary files a kill during a save left behind (``.last.pt.new.*.tmp`` and the like)."""
-    stale = [p for pattern in (".last.pt*.tmp", "last.pt.new", f".{PREV_NAME}.link") for p in out.glob(pattern)]
-    for p in stale:
-        try:
-            p.unlink()
-        except OSError:
-            pass
-    return stale
-
-
-def resume_checkpoint(out: Path, resume: str | Path | bool, iters: int) -> tuple[Path, dict[str, Any]]:
-    """The checkpoint ``--resume`` continues from, checked; ``last.prev.pt`` when ``last.pt`` is
-    missing (a kill between the two renames of an older ddcat)."""
-    path = out / "last.pt" if resume is True else Path(resume)
-    prev = path.with_name(PREV_NAME)
-    if resume is True and not path.exists() and prev.is_file():
-        print(f"ddcat: {path} is missing; resuming from {prev}", file=sys.stderr)
-        path = prev
-    try:
-        ckpt = load_checkpoint(path)
-    except DdcatError as exc:
-        if path.name == "last.pt" and prev.is_file():
-            raise DdcatError(f"{exc}; the previous checkpoint is intact: resume with --resume {prev}") from None
-        raise
-    check_resumable(ckpt, path)
-    check_rng_state(ckpt["rng"], path)  # crafted generator states: named, before anything is written
-    if ckpt["iteration"] > iters:
-        raise DdcatError(f"checkpoint {path} is at iteration {ckpt['iteration']}, past train.iters={iters}; raise train.iters to continue training")
-    return path, ckpt
-
-
 def replayed(loader, start: int, stop: int, replays: int):
     """(iteration, batch) for iterations start .. stop-1, each batch of ``loader`` (which yields batch
     start // replays, start // replays + 1, ...) used for ``replays`` consecutive iterations."""
@@ -207,27 +105,12 @@ def replayed(loader, start: int, stop: int, replays: int):
         yield iteration, batch
 
 
-def _method_state(method: Method, ctx: DistContext) -> list[Any] | None:
-    """The method's carried state (free AT's perturbation), one entry per process; None if it has none."""
-    state = method.state_dict()
-    if not state:
-        return None
-    if not ctx.enabled:
-        return [state]
-    gathered: list[Any] = [None] * ctx.world
-    dist.all_gather_object(gathered, state)
-    return gathered
-
-
 def _set_method_state(method: Method, ckpt: dict[str, Any], path: Path, ctx: DistContext) -> None:
-    states = ckpt.get("method_state")
-    if states is None:
-        return
-    if not isinstance(states, list) or not states:
-        raise DdcatError(f"checkpoint {path}: 'method_state' must be a list with one entry per process")
-    if len(states) == ctx.world:  # another world size: the carried state restarts (as at iteration 0)
+    """The method's carried state (free AT's perturbation) from ``last.pt``; another world size restarts it."""
+    state = own_entry(ckpt, "method_state", path, ctx)
+    if state is not None:
         try:
-            method.load_state_dict(states[ctx.rank], ctx.device)
+            method.load_state_dict(state, ctx.device)
         except DdcatError as exc:
             raise DdcatError(f"checkpoint {path}: {exc}") from None
 
@@ -299,16 +182,15 @@ def train(cfg: dict[str, Any], out: str | Path, resume: str | Path | bool = Fals
     if method.replays > 1 and t["accum_steps"] > 1:
         raise DdcatError(f"--method {method.name} carries one perturbation per process: use train.accum_steps=1 (got {t['accum_steps']})")
 
-    spec = spec_from_config(cfg, ddc=method.needs_ddc_heads)
-    trust_factory(cfg["model"].get("factory"))  # a training config is the user's own
+    spec = config_spec(cfg, ddc=method.needs_ddc_heads)  # the config is the caller's: its model.factory runs
     ckpt = None
     if resume:
         path, ckpt = resume_checkpoint(out, resume, t["iters"])
-        if ckpt["model_spec"] != spec:
-            raise DdcatError(f"checkpoint {path} was trained with another model ({ckpt['model_spec']}) than the config asks for ({spec})")
-        check_state_shapes(ckpt["model"], spec, path)
+        if ckpt["model_spec"] != spec.fields:
+            raise DdcatError(f"checkpoint {path} was trained with another model ({ckpt['model_spec']}) than the config asks for ({spec.fields})")
+        spec.check_state(ckpt["model"], path)
     torch.manual_seed(cfg["seed"])  # the same initial weights on every rank and every run of this seed
-    model = build_from_spec(spec, pretrained=None if ckpt else initial_weights(cfg)).to(ctx.device)
+    model = spec.build(pretrained=None if ckpt else initial_weights(cfg)).to(ctx.device)
     if ctx.enabled and ctx.device.type == "cuda":
         model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
     if t["channels_last"]:
@@ -320,7 +202,7 @@ def train(cfg: dict[str, Any], out: str | Path, resume: str | Path | bool = Fals
         load_state(model, ckpt["model"], path)
         optimizer.load_state_dict(ckpt["optimizer"])
         start = int(ckpt["iteration"])
-        _set_rng_state(ckpt["rng"], ctx)
+        set_rng_state(ckpt["rng"], ctx)
         _set_method_state(method, ckpt, path, ctx)
 
     net: nn.Module = model
@@ -328,10 +210,10 @@ def train(cfg: dict[str, Any], out: str | Path, resume: str | Path | bool = Fals
         ids = [ctx.device.index] if ctx.device.type == "cuda" else None
         # BatchNorm buffers are averaged over ranks after each iteration (training/batchnorm.py),
         # so DDP need not broadcast them at every forward
-        # a user model may hold parameters its forward does not use (e.g. an auxiliary head that
-        # only runs when labels are passed): DDP must then look for them
-        unused = bool(spec.get("factory"))
-        net = nn.parallel.DistributedDataParallel(model, device_ids=ids, forward_sync_buffers=False, find_unused_parameters=unused)
+        # a user model may hold parameters its forward does not use: DDP must then look for them
+        net = nn.parallel.DistributedDataParallel(
+            model, device_ids=ids, forward_sync_buffers=False, find_unused_parameters=spec.unused_parameters
+        )
     if t["compile"]:
         net = torch.compile(net)
 
@@ -381,23 +263,13 @@ def train(cfg: dict[str, Any], out: str | Path, resume: str | Path | bool = Fals
             bar.update(1)
             bar.set_postfix(loss=f"{stats[LOSS]:.3f}")
             if done % t["save_every"] == 0 or done == t["iters"]:
-                rng = _rng_state(ctx)
-                method_state = _method_state(method, ctx)
+                rng = rng_state(ctx)
+                state = method.state_dict()
+                method_state = per_process(state, ctx) if state else None
                 if ctx.is_main:
-                    save_last(last, {
-                        "format": FORMAT,
-                        "version": VERSION,
-                        "model_spec": spec,
-                        "model": model.state_dict(),
-                        "config": cfg,
-                        "optimizer": optimizer.state_dict(),
-                        "scheduler": {"kind": "poly", "iteration": done, "power": t["poly_power"]},
-                        "iteration": done,
-                        "data_position": {"iteration": done, "batches_per_epoch": sampler.per_epoch},
-                        "rng": rng,
-                        "world_size": ctx.world,
-                        **({"method_state": method_state} if method_state is not None else {}),
-                    })
+                    save_last(last, training_checkpoint(
+                        spec.fields, model, cfg, optimizer, done, t["poly_power"], sampler.per_epoch, rng, ctx.world, method_state
+                    ))
                 barrier(ctx)
     finally:
         bar.close()
