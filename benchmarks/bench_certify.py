@@ -29,7 +29,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 
-from ddcat.certification.certify import CertifyPlan, certify_dataset, class_counts, noise, sample_seed  # noqa: E402
+from ddcat.certification.certify import CertifyPlan, certify_dataset, noise, sample_seed  # noqa: E402
 from ddcat.certification.smoothing import binomial_log_sf_table, holm_reject  # noqa: E402
 from ddcat.models import build_model  # noqa: E402
 

@@ -9,7 +9,6 @@ import math
 
 import pytest
 import torch
-import torch.nn.functional as F
 
 from ddcat.attacks import APGD, BIM, PGD, SEA, PAdam, adam_step, build_attack, project_l2
 from ddcat.attacks import registry

@@ -267,7 +267,6 @@ def _independent_certificate(model, image, labels, index, seed, sigma, n0, n, ta
 
 @pytest.mark.parametrize("method", ["holm", "bonferroni"])
 def test_a_partial_certification_equals_an_independent_computation(method, scipy_stats, multitest):
-    import numpy as np
 
     sigma, n0, n, tau, alpha, seed = 0.25, 20, 200, 0.75, 0.05, 7
     p1 = torch.linspace(0.03, 0.995, 64).reshape(8, 8)  # P(class 1) per pixel, many near tau

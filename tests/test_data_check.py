@@ -5,8 +5,6 @@ run folder behind."""
 from __future__ import annotations
 
 import os
-import shutil
-import time
 from pathlib import Path
 
 import numpy as np

@@ -223,7 +223,6 @@ def test_invalid_run_config_names_file_and_run(tmp_path, capsys):
 def test_list_and_shard_include_the_certification(tmp_path, capsys):
     """A run evaluation.certify names gets a `ddcat certify` command in --list, and its shard
     certifies it (cached as the grid does); the command computes the same certificate."""
-    import torch
 
     from ddcat.cli import build_parser
 
