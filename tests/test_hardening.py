@@ -632,7 +632,7 @@ def _full_disk_for(name: str):
 @pytest.mark.parametrize("command, module, name", [
     ("eval", "ddcat.outdir", "metrics.json"),
     ("report", "ddcat.outdir", "report.md"),
-    ("train", "ddcat.training.trainlog", "train_log.jsonl"),
+    ("train", "ddcat.trainlog", "train_log.jsonl"),
 ])
 def test_full_disk_names_the_file(command, module, name, tmp_path, capsys, monkeypatch, clean_run):
     """A write failing with ENOSPC and no file name (what write() raises on a full disk) is one line
