@@ -40,7 +40,7 @@ from ddcat.attacks.forward import ForwardFn, eval_mode
 from ddcat.attacks.scoring import Score, select_images
 from ddcat.errors import DdcatError
 
-__all__ = ["Ensemble", "ENSEMBLE_VERSION", "MemberResult", "member_loop", "ensemble_run", "check_members"]
+__all__ = ["Ensemble", "ENSEMBLE_VERSION", "MemberResult", "MemberSet", "member_loop", "ensemble_run", "check_members"]
 
 #: Cite this with the member list (records carry both): it changes when the protocol or the
 #: default members change.
@@ -161,7 +161,48 @@ def ensemble_run(
 
 
 @dataclass(frozen=True)
-class Ensemble(Attack):
+class MemberSet(Attack):
+    """An attack made of member attacks (``members``, a field or a property of the subclass), run by
+    the ensemble protocol of this module: :class:`~ddcat.attacks.worst_case.WorstCase`,
+    :class:`~ddcat.attacks.sea.SEA` and :class:`Ensemble`. What it derives from its members: ``eps``
+    and ``steps`` (the largest; SEA declares its own), ``norm`` ("mixed" if they differ), whether it
+    needs class counts and where its first forward is; :meth:`run` is :func:`ensemble_run` with the
+    subclass's ``early_skip``."""
+
+    targeted = False
+    precision = "fp32"
+    is_ensemble: ClassVar[bool] = True
+
+    @property
+    def eps(self) -> float:
+        return max(a.eps for a in self.members)
+
+    @property
+    def steps(self) -> int:
+        return max(a.steps for a in self.members)
+
+    @property
+    def norm(self) -> str:
+        """The members' threat model ("linf" or "l2"; "mixed" if they differ)."""
+        norms = {str(getattr(a, "norm", "linf")) for a in self.members}
+        return norms.pop() if len(norms) == 1 else "mixed"
+
+    @property
+    def needs_class_counts(self) -> bool:
+        return any(m.needs_class_counts for m in self.members)
+
+    @property
+    def starts_at_clean(self) -> bool:
+        return self.members[0].starts_at_clean
+
+    def run(self, model, images, labels, score=False, *, forward=None, seed=None, known=None):
+        """As :meth:`Attack.run`, plus ``known`` (see :func:`member_loop`)."""
+        return ensemble_run(self.members, model, images, labels, forward=forward, seed=seed, known=known,
+                            early_skip=self.early_skip)
+
+
+@dataclass(frozen=True)
+class Ensemble(MemberSet):
     """``Ensemble(members, names=(), early_skip=True)``: the per-image worst case over ``members``
     run in order (cheap, strong members first), with the early skip of the module docstring.
 
@@ -175,12 +216,9 @@ class Ensemble(Attack):
     names: tuple[str, ...] = ()
     early_skip: bool = True
 
-    targeted = False
-    precision = "fp32"
     label: ClassVar[str] = "ensemble"
     budget: ClassVar[str] = "iters"
     randomized: ClassVar[bool] = True
-    is_ensemble: ClassVar[bool] = True
     version: ClassVar[str] = ENSEMBLE_VERSION
     greedy_pool: ClassVar[str] = "evaluation"  # its greedy mIoU chooses from every attack of the evaluation
     norms: ClassVar[tuple[str, ...]] = ("linf", "l2")  # build_ensemble(norm=...) keeps the members that have it
@@ -194,36 +232,8 @@ class Ensemble(Attack):
         set_field(self, "early_skip", bool(self.early_skip))
 
     @property
-    def eps(self) -> float:
-        return max(a.eps for a in self.members)
-
-    @property
-    def steps(self) -> int:
-        return max(a.steps for a in self.members)
-
-    @property
-    def norm(self) -> str:
-        """The members' threat model ("linf" or "l2"; members of one ensemble share it)."""
-        norms = {str(getattr(a, "norm", "linf")) for a in self.members}
-        return norms.pop() if len(norms) == 1 else "mixed"
-
-    @property
     def box(self) -> str | None:
         """How the minimum-norm members meet eps (their ``box``: "project" or "clip"; "mixed" if they
         differ), None when no member has a box (records carry it)."""
         boxes = {a.box for a in self.members if isinstance(getattr(a, "box", None), str)}
         return None if not boxes else boxes.pop() if len(boxes) == 1 else "mixed"
-
-    @property
-    def needs_class_counts(self) -> bool:
-        return any(m.needs_class_counts for m in self.members)
-
-    @property
-    def starts_at_clean(self) -> bool:
-        return self.members[0].starts_at_clean
-
-    def run(self, model, images, labels, score=False, *, forward=None, seed=None, known=None):
-        """As :meth:`Attack.run`, plus ``known`` (see :func:`member_loop`)."""
-        return ensemble_run(
-            self.members, model, images, labels, forward=forward, seed=seed, known=known, early_skip=self.early_skip
-        )

@@ -20,9 +20,9 @@ from typing import ClassVar
 
 from ddcat.attacks import losses as L
 from ddcat.attacks.apgd import APGD
-from ddcat.attacks.base import Attack, set_field
+from ddcat.attacks.base import set_field
 from ddcat.attacks.checks import check_class_counts, check_count, check_eps, check_precision, check_seed
-from ddcat.attacks.ensemble import ensemble_run
+from ddcat.attacks.ensemble import MemberSet
 from ddcat.attacks.norms import NORMS, check_norm
 from ddcat.constants import EPS, ITERS
 from ddcat.errors import DdcatError
@@ -34,7 +34,7 @@ SEA_LOSSES = ("masked-ce", "balanced-masked-ce", "js")
 
 
 @dataclass(frozen=True)
-class SEA(Attack):
+class SEA(MemberSet):
     """``SEA(eps=EPS, steps=ITERS, losses=SEA_LOSSES, spherical=False, red_eps=True, class_counts=None,
     seed=0)``; ``members`` = the APGD attacks it runs, in order. ``class_counts``: per-class pixel
     counts of the training split for ``balanced-masked-ce`` (None: each image's own counts, see
@@ -52,11 +52,9 @@ class SEA(Attack):
     norm: str = "linf"
     members: tuple[APGD, ...] = field(init=False, repr=False, compare=False)
 
-    targeted = False
     label: ClassVar[str] = "SEA"
     budget: ClassVar[str] = "iters"
     randomized: ClassVar[bool] = True
-    is_ensemble: ClassVar[bool] = True
     early_skip: ClassVar[bool] = False
     norms: ClassVar[tuple[str, ...]] = NORMS
 
@@ -93,15 +91,3 @@ class SEA(Attack):
             for name in losses
         )
         set_field(self, "members", members)
-
-    @property
-    def needs_class_counts(self) -> bool:
-        return any(m.needs_class_counts for m in self.members)
-
-    @property
-    def starts_at_clean(self) -> bool:
-        return self.members[0].starts_at_clean
-
-    def run(self, model, images, labels, score=False, *, forward=None, seed=None, known=None):
-        """As :meth:`Attack.run`; ``known`` maps members to results already computed for this batch."""
-        return ensemble_run(self.members, model, images, labels, forward=forward, seed=seed, known=known)

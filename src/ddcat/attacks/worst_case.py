@@ -5,13 +5,12 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import ClassVar, Mapping, Sequence
+from typing import Any, ClassVar, Sequence
 
 import torch
 
 from ddcat.attacks.base import Attack, set_field
-from ddcat.attacks.ensemble import check_members, ensemble_run
-from ddcat.attacks.forward import ForwardFn
+from ddcat.attacks.ensemble import MemberSet, check_members, ensemble_run
 from ddcat.attacks.iterative import BIM, PGD, CosPGD, SegPGD
 from ddcat.attacks.norms import NORMS
 from ddcat.attacks.scoring import Score
@@ -21,25 +20,18 @@ __all__ = ["WorstCase", "default_worst_case", "worst_case_run"]
 
 
 def worst_case_run(
-    attacks: Sequence[Attack],
-    model: torch.nn.Module,
-    images: torch.Tensor,
-    labels: torch.Tensor,
-    *,
-    forward: ForwardFn | None = None,
-    seed: int | None = None,
-    known: Mapping[Attack, torch.Tensor] | None = None,
+    attacks: Sequence[Attack], model: torch.nn.Module, images: torch.Tensor, labels: torch.Tensor, **options: Any
 ) -> tuple[torch.Tensor, Score]:
     """Per image, the result of ``attacks`` with the fewest correctly classified valid pixels (ties:
     higher per-image CE; exact ties: the earlier attack). ``known`` maps attacks (values) to
     adversarial images the caller already computed for this batch: those are only scored (one
-    no-grad forward) instead of run again. The ensemble protocol without early skip
+    no-grad forward) instead of run again. ``options``: ``forward``, ``seed``, ``known``. The ensemble protocol without early skip
     (:func:`ddcat.attacks.ensemble.ensemble_run`)."""
-    return ensemble_run(attacks, model, images, labels, forward=forward, seed=seed, known=known)
+    return ensemble_run(attacks, model, images, labels, **options)
 
 
 @dataclass(frozen=True)
-class WorstCase(Attack):
+class WorstCase(MemberSet):
     """Runs every attack and returns, per image, the adversarial image with the fewest correctly
     classified valid pixels (ties: higher per-image cross-entropy; exact ties: the earlier attack):
     never a higher per-image accuracy than any member.
@@ -55,43 +47,14 @@ class WorstCase(Attack):
     def __post_init__(self) -> None:
         set_field(self, "attacks", check_members(self.attacks, "WorstCase"))
 
-    targeted = False
-    precision = "fp32"
     label: ClassVar[str] = "worst"
     randomized: ClassVar[bool] = True
-    is_ensemble: ClassVar[bool] = True
     early_skip: ClassVar[bool] = False
     norms: ClassVar[tuple[str, ...]] = NORMS  # default_worst_case passes its norm to every member
 
     @property
     def members(self) -> tuple[Attack, ...]:
         return self.attacks
-
-    @property
-    def eps(self) -> float:
-        return max(a.eps for a in self.attacks)
-
-    @property
-    def steps(self) -> int:
-        return max(a.steps for a in self.attacks)
-
-    @property
-    def needs_class_counts(self) -> bool:
-        return any(m.needs_class_counts for m in self.members)
-
-    @property
-    def norm(self) -> str:
-        """The members' norm ("mixed" if they differ)."""
-        norms = {getattr(a, "norm", "linf") for a in self.members}
-        return norms.pop() if len(norms) == 1 else "mixed"
-
-    @property
-    def starts_at_clean(self) -> bool:
-        return self.attacks[0].starts_at_clean
-
-    def run(self, model, images, labels, score=False, *, forward=None, seed=None, known=None):
-        """As :meth:`Attack.run`, plus ``known`` (see :func:`worst_case_run`)."""
-        return worst_case_run(self.attacks, model, images, labels, forward=forward, seed=seed, known=known)
 
 
 def default_worst_case(
