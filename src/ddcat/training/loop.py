@@ -27,6 +27,7 @@ from ddcat.config import CHOICES, SINGLE_STEP_METHODS, check_value
 from ddcat.data import build_dataset
 from ddcat.distributed import DistContext, barrier, init_distributed
 from ddcat.errors import DdcatError
+from ddcat.outdir import write_text
 from ddcat.runinfo import write_run_files
 from ddcat.training import batchnorm as bn
 from ddcat.training.base import Method
@@ -237,7 +238,7 @@ def train(cfg: dict[str, Any], out: str | Path, resume: str | Path | bool = Fals
         remove_stale_temporaries(out)
         log_text = truncated_text(out / LOG_NAME, start)
         write_run_files(out, cfg, "train", {"world_size": ctx.world, "device": str(ctx.device), "resumed_from": start})
-        (out / LOG_NAME).write_text(log_text)
+        write_text(out / LOG_NAME, log_text)  # whole or not at all; a full disk names the file
         log = LogWriter(out / LOG_NAME)
     bar = tqdm(total=t["iters"], initial=start, desc=f"train {method.name}", disable=not (progress and ctx.is_main), dynamic_ncols=True)
     last = out / "last.pt"
