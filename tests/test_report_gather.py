@@ -210,3 +210,28 @@ def test_a_noise_trained_model_is_not_pooled_with_the_plain_one(tmp_path):
     (tmp_path / "noise" / "e" / "metrics.json").write_text(json.dumps(data))
     results, problems = gather_results([tmp_path])
     assert problems == [] and sorted(e["arch"] for e in results["evaluations"]) == ["pspnet", "pspnet-noise0.25"]
+
+
+def test_ensemble_winners_are_summed_over_seeds_and_reported(tmp_path):
+    """Which member found each image's worst case: the ensemble records' `winners`, summed over the
+    seeds of a method (worked by hand), in the report with the registry's labels."""
+    from ddcat.reporting.summary import ensemble_winners
+
+    def ens(miou, winners_miou, winners_acc):
+        r = rec("ensemble", miou, 10)
+        r.update(num_images=4, winners={"mIoU": winners_miou, "aAcc": winners_acc})
+        return r
+
+    write_eval(tmp_path / "s0" / "strong", "sat", 0, [rec("clean", 0.7), ens(0.40, {"cospgd": 3, "bim-7": 1}, {"cospgd": 4})])
+    write_eval(tmp_path / "s1" / "strong", "sat", 1, [rec("clean", 0.6), ens(0.35, {"apgd-js": 3, "cospgd": 1}, {"apgd-js": 2, "pgd": 2})])
+    write_eval(tmp_path / "c0" / "strong", "clean", 0, [rec("clean", 0.8), rec("bim", 0.3, 7)])  # no ensemble: no entry
+    results, problems = gather_results([tmp_path])
+    assert problems == []
+    (entry,) = ensemble_winners(results, "pspnet")
+    assert entry["method"] == "sat" and entry["images"] == 8
+    assert entry["mIoU"] == [("CosPGD", 4), ("APGD-JS", 3), ("bim-7", 1)]
+    assert entry["aAcc"] == [("CosPGD", 4), ("APGD-JS", 2), ("PGD", 2)]
+    assert main(["report", str(tmp_path), "--out", str(tmp_path / "rep")]) == 0
+    report = (tmp_path / "rep" / "report.md").read_text()
+    assert "## Which attack found the worst case (the ensemble)" in report
+    assert "- SAT, mIoU (8 images): CosPGD 4, APGD-JS 3, bim-7 1" in report

@@ -17,6 +17,7 @@ from ddcat.reporting.summary import (
     claimed_vs_remaining,
     column_labels,
     findings,
+    ensemble_winners,
     lowest_bounds,
     lowest_rows,
     method_name,
@@ -198,6 +199,18 @@ def write_report(results: dict[str, Any], out_dir: str | Path) -> Path:
             cols, rows = lowest_rows(lows[arch])
             md += [f"**Model: {arch_name(arch)}**", "", markdown_table(cols, rows, first="Method"), "",
                    "Attacks giving the lowest value: " + "; ".join(f"{e['name']}: {', '.join(e['attacks'])}" for e in lows[arch]), ""]
+    wins = {arch: ensemble_winners(results, arch) for arch in archs_of(results)}
+    if any(wins.values()):
+        md += ["## Which attack found the worst case (the ensemble)", "",
+               "Per image, the attack whose adversarial image the ensemble kept, counted over the images of every seed: "
+               "for mIoU the greedy dataset-level selection (over every attack of the evaluation), for aAcc the per-image "
+               "worst case over the ensemble's members.", ""]
+        for arch in (a for a, entries in wins.items() if entries):
+            md += [f"**Model: {arch_name(arch)}**", ""]
+            for e in wins[arch]:
+                for metric in ("mIoU", "aAcc"):
+                    md.append(f"- {e['name']}, {metric} ({e['images']} images): " + ", ".join(f"{k} {v}" for k, v in e[metric]))
+            md.append("")
 
     routing = _routing_logs(results, out_dir)
     if routing:

@@ -350,6 +350,30 @@ def lowest_bounds(results: dict[str, Any], arch: str) -> list[dict[str, Any]]:
     return out
 
 
+def ensemble_winners(results: dict[str, Any], arch: str) -> list[dict[str, Any]]:
+    """Which ensemble member found each image's worst case, per method (white-box ``ensemble``
+    records, summed over seeds): ``method``, ``name``, ``images`` (per-image choices counted),
+    ``mIoU`` and ``aAcc``, each a list of ``(member label, images)``, most images first. ``mIoU``
+    counts the member whose result the greedy dataset-level selection kept for the image (members of
+    the whole evaluation, BIM-7 and ``worst`` included), ``aAcc`` the per-image worst case's."""
+    out = []
+    for method in methods_of(results, arch):
+        counts: dict[str, dict[str, int]] = {"mIoU": {}, "aAcc": {}}
+        images = 0
+        for ev in evaluations(results, arch, method):
+            for r in ev.get("records", []):
+                if r.get("attack") != "ensemble" or not _is_self(r) or not isinstance(r.get("winners"), dict):
+                    continue
+                images += int(r.get("num_images") or 0)
+                for metric, table in counts.items():
+                    for member, n in (r["winners"].get(metric) or {}).items():
+                        table[member] = table.get(member, 0) + int(n)
+        if any(counts.values()):
+            ranked = {m: sorted(((registry.label_of(k), v) for k, v in t.items()), key=lambda kv: (-kv[1], kv[0])) for m, t in counts.items()}
+            out.append({"method": method, "name": method_name(method), "images": images, **ranked})
+    return out
+
+
 def lowest_rows(entries: Sequence[dict[str, Any]]) -> tuple[list[str], list[tuple[str, list[float | None]]]]:
     """:func:`lowest_bounds` as (column titles, rows): clean, lowest mIoU, its std, lowest aAcc."""
     if not entries:
