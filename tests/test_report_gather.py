@@ -235,3 +235,23 @@ def test_ensemble_winners_are_summed_over_seeds_and_reported(tmp_path):
     report = (tmp_path / "rep" / "report.md").read_text()
     assert "## Which attack found the worst case (the ensemble)" in report
     assert "- SAT, mIoU (8 images): CosPGD 4, APGD-JS 3, bim-7 1" in report
+
+
+def test_an_experiment_s_method_labels_keep_its_runs_apart(tmp_path):
+    """Two runs of train.method sat under different experiment labels (configs/recipes.yaml's sat and
+    sat-bim1) are two methods in the report, as in the experiment's own; without timing.json's
+    method label they would be pooled as two seeds of one."""
+    import yaml
+
+    for label, seed, miou in (("sat", 0, 0.45), ("sat-bim1", 0, 0.30)):
+        run = tmp_path / "runs" / f"pspnet-{label}-s{seed}-abc"
+        write_eval(run / "eval-strong", "sat", seed, [rec("clean", 0.7), rec("bim", miou, 7), rec("sea", miou - 0.01, 100)])
+        cfg = {"seed": seed, "model": {"arch": "pspnet"}, "data": {"name": "synthetic"}, "train": {"method": "sat"}}
+        (run / "config.yaml").write_text(yaml.safe_dump(cfg))
+        (run / "run.json").write_text("{}")
+        (run / "timing.json").write_text(json.dumps({"train_seconds": 1.0, "label": "pspnet", "method": label}))
+    results, problems = gather_results([tmp_path])
+    assert problems == []
+    low = {e["method"]: e for e in lowest_bounds(results, "pspnet")}
+    assert set(low) == {"sat", "sat-bim1"} and low["sat"]["seeds"] == 1
+    assert abs(low["sat"]["lowest"] - 0.44) < 1e-12 and abs(low["sat-bim1"]["lowest"] - 0.29) < 1e-12

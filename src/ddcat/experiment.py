@@ -67,7 +67,8 @@ def ensure_trained(run: Run, root: Path, device: str | None, progress: bool) -> 
         tic = time.perf_counter()
         train(run.cfg, folder, resume=last.exists(), device=device, progress=progress)
         seconds = time.perf_counter() - tic
-        write_text(timing, json.dumps({"train_seconds": seconds, "label": run.label}) + "\n")
+        # the run's model label and method label (e.g. "sat-bim1" for a train.method sat run): ddcat report reads both
+        write_text(timing, json.dumps({"train_seconds": seconds, "label": run.label, "method": run.method}) + "\n")
         reused = False
     return {
         "id": run.id,

@@ -172,6 +172,9 @@ def gather_results(paths: Iterable[Path]) -> tuple[dict[str, Any], list[str]]:
             continue
         timing = _read_json(folder / "timing.json") if (folder / "timing.json").is_file() else {}
         ident["label"] = timing.get("label") or ident["label"]
+        # an experiment's method label (configs/recipes.yaml: sat, sat-bim1 and sat-adv100 all train with
+        # train.method sat) keeps its runs apart, as in the experiment's own report
+        ident["method"] = timing.get("method") or ident["method"]
         key = _resolved(folder)
         idents[key] = ident
         by_name.setdefault(folder.name, []).append(key)
@@ -202,6 +205,7 @@ def gather_results(paths: Iterable[Path]) -> tuple[dict[str, Any], list[str]]:
             return None
         run_id = _model_key(data, f, by_name)
         ident["label"] = idents.get(run_id, {}).get("label") or ident["label"]
+        ident["method"] = idents.get(run_id, {}).get("method") or ident["method"]
         return run_id, ident, data
 
     for f in metrics:
