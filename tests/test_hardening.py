@@ -387,14 +387,19 @@ def test_ctrl_c_during_a_checkpoint_write_waits_for_the_write():
     """SIGINT inside sigint_deferred() is held until the block ends, then raised."""
     from ddcat.checkpoint import sigint_deferred
 
-    finished = False
-    with pytest.raises(KeyboardInterrupt):
-        with sigint_deferred():
-            os.kill(os.getpid(), signal.SIGINT)
-            time.sleep(0.05)  # the handler runs here; without the deferral KeyboardInterrupt is raised now
-            finished = True
-    assert finished
-    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+    # Python's own handler, whatever the launching shell left (a background job starts with SIGINT ignored)
+    before = signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        finished = False
+        with pytest.raises(KeyboardInterrupt):
+            with sigint_deferred():
+                os.kill(os.getpid(), signal.SIGINT)
+                time.sleep(0.05)  # the handler runs here; without the deferral KeyboardInterrupt is raised now
+                finished = True
+        assert finished
+        assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # the handler before the block, restored
+    finally:
+        signal.signal(signal.SIGINT, before)
 
 
 def test_evaluation_over_zero_labelled_pixels_is_an_error(tmp_path, capsys, voc_run):

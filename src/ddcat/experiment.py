@@ -61,7 +61,10 @@ def ensure_trained(run: Run, root: Path, device: str | None, progress: bool) -> 
     last = folder / "last.pt"
     timing = folder / "timing.json"
     if _finished(last, run.cfg["train"]["iters"]):  # also a run trained by the `ddcat train` line of --list
-        seconds = json.loads(timing.read_text())["train_seconds"] if timing.exists() else None
+        recorded = json.loads(timing.read_text()) if timing.exists() else {}
+        seconds = recorded.get("train_seconds")
+        if timing.exists() and recorded.get("method") != run.method:  # written by an older ddcat: add the labels
+            write_text(timing, json.dumps({"train_seconds": seconds, "label": run.label, "method": run.method}) + "\n")
         reused = True
     else:
         tic = time.perf_counter()

@@ -15,7 +15,7 @@ evaluation attack (``ddcat eval --attack fgsm-rs``) it is a weak single-step bas
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import ClassVar
 
 import torch
@@ -43,15 +43,13 @@ class RandomStartFGSM(Attack):
     alpha: float = FGSM_RS_STEP * EPS
     seed: int = 0
     precision: str = "fp32"
-    steps: int = 1
-    targeted: bool = False
+    steps: int = field(default=1, init=False)  # one step, not a constructor argument (as FGSM)
+    targeted: bool = field(default=False, init=False)  # untargeted only
 
     def __post_init__(self) -> None:
         set_field(self, "eps", check_eps(self.eps))
         set_field(self, "alpha", check_alpha(self.alpha))
         set_field(self, "precision", check_precision(self.precision))
-        set_field(self, "steps", 1)
-        set_field(self, "targeted", False)
 
     @property
     def starts_at_clean(self) -> bool:
