@@ -186,8 +186,8 @@ def test_the_ensemble_greedy_starts_from_the_pooled_ensembles_selections():
     per_image[Setting().key()] = acc_of("a1")
     selections = greedy_selections(settings, per_image, ensembles)  # key -> (pool, choice)
     labelled = torch.tensor([True, True])
-    sea_rec, ens_rec = (ensemble_record(s.attack, ensembles[s.key()], selections[s.key()][0], labelled, 0,
-                                        choice=selections[s.key()][1]) for s in (sea, ens))
+    sea_rec, ens_rec = (ensemble_record(s.attack, ensembles[s.key()], selections[s.key()][0], labelled, selections[s.key()][1])
+                        for s in (sea, ens))
     assert sea_rec["mIoU"] == pytest.approx(0.25) and sea_rec["winners"]["mIoU"] == {"a2": 1, "a1": 1}
     pool, choice = selections[ens.key()]
     assert [n for n, _ in pool] == ["a0", "sea-1", "sea-1/a2", "sea-1/a1"]

@@ -74,6 +74,10 @@ def test_demo_grid_end_to_end_and_reuse(tmp_path, capsys):
     for run in results["runs"]:
         folder = Path(run["dir"])
         assert (folder / "config.yaml").exists() and (folder / "run.json").exists() and (folder / "last.pt").exists()
+        timing = json.loads((folder / "timing.json").read_text())  # what ddcat report reads for the labels
+        assert timing["label"] == run["arch"] and timing["method"] == run["method"]
+    older = Path(results["runs"][0]["dir"]) / "timing.json"  # as an older ddcat wrote it: no method label
+    older.write_text(json.dumps({"train_seconds": 1.5, "label": results["runs"][0]["arch"]}))
 
     # ddcat report over the run folders writes the same report (header and training-time order aside)
     assert main(["report", str(out / "runs"), str(out / "qualitative.npz"), "--out", str(tmp_path / "rep")]) == 0
@@ -90,6 +94,7 @@ def test_demo_grid_end_to_end_and_reuse(tmp_path, capsys):
     assert main(["experiment", str(path), "--out", str(out), "--no-progress"]) == 0
     again = json.loads((out / "results.json").read_text())
     assert all(r["reused"] for r in again["runs"])
+    assert json.loads(older.read_text()) == {"train_seconds": 1.5, "label": results["runs"][0]["arch"], "method": results["runs"][0]["method"]}
     assert again["evaluations"] == results["evaluations"]
 
 

@@ -99,13 +99,12 @@ def _cached(folder: Path, kind: str, key: dict[str, Any], compute) -> list[dict[
 
 def load_checked(path: str | Path, quick: bool = False, sets: list[str] | None = None) -> dict[str, Any]:
     """The experiment file read and checked whole before anything runs (every ``ddcat experiment``
-    mode: a grid, ``--list``, ``--shard``): ``evaluation.strong`` against the attack registry
-    (:data:`ddcat.attacks.registry.ATTACK_NAMES`) and ``evaluation.certify``'s plan and runs."""
+    mode: a grid, ``--list``, ``--shard``), ``evaluation.strong`` against the attack registry
+    (:data:`ddcat.attacks.registry.ATTACK_NAMES`); each mode then builds ``evaluation.certify``'s
+    plan (:func:`certify_plan`, which checks it) before its first write."""
     from ddcat.attacks.registry import ATTACK_NAMES
 
-    spec = load_experiment(path, quick=quick, sets=sets, attacks=ATTACK_NAMES)
-    certify_plan(spec)
-    return spec
+    return load_experiment(path, quick=quick, sets=sets, attacks=ATTACK_NAMES)
 
 
 def check_data(runs: list[Run], progress: bool = True) -> None:
@@ -356,8 +355,8 @@ def run_shard(path: str | Path, out: Path, index: int, count: int, sets: list[st
     Returns the ids of the runs this shard handled."""
     from ddcat.outdir import OutputFolder
 
-    spec = load_checked(path, quick=quick, sets=sets)  # an unknown attack or certify run: refused before any training
-    plan, to_certify = certify_plan(spec)
+    spec = load_checked(path, quick=quick, sets=sets)
+    plan, to_certify = certify_plan(spec)  # an unknown attack or certify run: refused before any training
     certified = {r.id for r in to_certify}
     runs, ev = spec["runs"], spec["evaluation"]
     mine = select_shard(runs, index, count)

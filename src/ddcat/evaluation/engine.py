@@ -157,14 +157,12 @@ class EnsembleAccumulator:
 
 
 def ensemble_record(
-    attack: Attack, acc: EnsembleAccumulator, pool: list[tuple[str, PerImage]], labelled: torch.Tensor, seed: int,
-    choice: torch.Tensor | None = None,
+    attack: Attack, acc: EnsembleAccumulator, pool: list[tuple[str, PerImage]], labelled: torch.Tensor, choice: torch.Tensor
 ) -> dict[str, Any]:
     """What an ensemble setting reports (module docstring): ``pool`` = the (name, per-image counts)
-    the greedy mIoU selection chooses from, the members first; ``labelled`` ``(N,)`` bool: the
-    images with a labelled pixel; ``choice`` ``(N,)``: the greedy selection (an index into ``pool``
-    per image; None: :func:`~ddcat.metrics.greedy_miou_selection` over ``pool`` from its best single
-    entry, with ``seed``)."""
+    the greedy mIoU selection chose from, the members first; ``labelled`` ``(N,)`` bool: the
+    images with a labelled pixel; ``choice`` ``(N,)``: the greedy selection, an index into ``pool``
+    per image (:func:`greedy_selections`)."""
     members = acc.members
     n = members[0].counts.shape[0]
     rows = torch.arange(n)
@@ -174,8 +172,6 @@ def ensemble_record(
     per_image_sizes = torch.stack([m.sizes for m in members])[worst, rows]
     per_image = metrics_from_counts(per_image_counts_.sum(0))
     pool_counts = torch.stack([p.counts for _, p in pool])  # (P, N, 3, K)
-    if choice is None:
-        choice, _ = greedy_miou_selection(pool_counts, GREEDY_ROUNDS, seed)
     greedy = metrics_from_counts(pool_counts[choice, rows].sum(0))
     image_miou = miou_of_counts(pool_counts)  # (P, N)
     lowest = image_miou[:, labelled].min(0).values if bool(labelled.any()) else None
@@ -323,7 +319,7 @@ def evaluate(
         if s.key() in ensembles:
             labelled = acc.counts[:, 1].sum(-1) > 0
             pool, choice = selections[s.key()]
-            record.update(ensemble_record(s.attack, ensembles[s.key()], pool, labelled, _seed(s.attack), choice))
+            record.update(ensemble_record(s.attack, ensembles[s.key()], pool, labelled, choice))
         record["num_images"] = int(count.item())
         records.append(record)
     return records
@@ -359,7 +355,7 @@ def greedy_selections(settings: list[Setting], per_image: dict[tuple, PerImage],
 
 
 def _pool(s: Setting, settings: list[Setting], per_image: dict[tuple, PerImage], ensembles: dict[tuple, EnsembleAccumulator],
-          done: dict[tuple, tuple[list[tuple[str, PerImage]], torch.Tensor]] | None = None
+          done: dict[tuple, tuple[list[tuple[str, PerImage]], torch.Tensor]]
           ) -> tuple[list[tuple[str, PerImage]], list[torch.Tensor]]:
     """What the greedy mIoU selection of ensemble setting ``s`` chooses from and where it may start:
     its members, and with ``greedy_pool == "evaluation"`` every other attacked setting at the same
@@ -379,11 +375,9 @@ def _pool(s: Setting, settings: list[Setting], per_image: dict[tuple, PerImage],
             pool += [(f"{t.attack_name}-{t.steps}/{name}", m) for name, m in zip(ensembles[t.key()].names, ensembles[t.key()].members)]
             pooled.append(t)
     starts = []
-    for t in pooled:
-        if done is None or t.key() not in done:
-            continue
+    index = {id(acc): i for i, (_, acc) in reversed(list(enumerate(pool)))}  # the first entry of each object
+    for t in (t for t in pooled if t.key() in done):
         their_pool, their_choice = done[t.key()]
-        index = {id(acc): i for i, (_, acc) in reversed(list(enumerate(pool)))}  # the first entry of each object
         mapping = []
         for name, acc in their_pool:
             if id(acc) not in index:
